@@ -1,0 +1,49 @@
+# malm-suite: the two commands of the README are `make repro` and `make test`.
+# Both set up whatever is missing first (venv from requirements.txt; for tests also the local
+# Slurm cluster from Debian packages), so a fresh machine needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED := 0
+# -m expression for `make test`: CI runs everything but the slow and GPU tests.
+TEST_MARKERS ?= not slow and not gpu
+
+.PHONY: setup repro smoke test test-all cluster cluster-stop bench lab clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+## Main job: the whole default pipeline (synthetic data, baselines + MALM, 3 seeds, tables, figures).
+repro: setup
+	$(VENV)/bin/dvc repro
+
+## The local single-node Slurm cluster (munge, slurmdbd+MariaDB, slurmctld, slurmd).
+cluster:
+	bash slurm/cluster.sh start
+
+cluster-stop:
+	bash slurm/cluster.sh stop
+
+## Tests (CI): everything but slow/GPU tests; the Slurm tests run against the real local cluster.
+test: setup cluster
+	$(PY) -m pytest -m "$(TEST_MARKERS)"
+
+test-all: TEST_MARKERS = not gpu
+test-all: test
+
+bench: setup
+	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_train_step.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/

@@ -1,0 +1,312 @@
+"""``malm``: the one command-line entry point. Each subcommand is a thin wrapper around a function.
+
+Heavy modules (torch, timm, submitit) are imported inside the subcommands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from malm import config as C
+
+log = logging.getLogger("malm")
+
+
+# ------------------------------------------------------------------------- config <-> argparse
+def config_help(cfg: Any = None, prefix: str = "") -> str:
+    """Every config field with its default and help, as ``section.key=DEFAULT  help`` lines."""
+    cfg = C.Config() if cfg is None else cfg
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(config_help(value, f"{prefix}{f.name}."))
+        else:
+            lines.append(f"  {prefix}{f.name}={json.dumps(value)}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field`` option per dataclass field, typed from its default, help from its metadata."""
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        opt = "--" + f.name.replace("_", "-")
+        helptext = f"{f.metadata.get('help', '')} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(opt, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
+                                help=helptext)
+        else:
+            kind = type(default) if default is not None else str
+            parser.add_argument(opt, dest=f.name, default=default, type=kind, help=helptext)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def build_config(args: argparse.Namespace) -> C.Config:
+    """params.yaml / --config files <- variant overlay <- key=value overrides."""
+    from malm import variants
+
+    base, per_variant = C.Config(), []
+    for path in getattr(args, "config", None) or []:
+        params = C.load_yaml(path)
+        base = C.merge(base, _params_config(params))
+        per_variant.append((params.get("variant_overrides") or {}).get(args.variant) or {})
+    cfg = variants.resolve(args.variant, base)
+    for overlay in per_variant:  # params.yaml's variant_overrides.<name>: after the variant's own file
+        cfg = C.merge(cfg, overlay)
+    overrides = C.parse_overrides(getattr(args, "overrides", None) or [])
+    seed = getattr(args, "seed", None)
+    if seed is not None:
+        overrides.setdefault("train", {})["seed"] = seed
+    return C.merge(cfg, overrides)
+
+
+def _params_config(params: dict) -> dict:
+    """params.yaml also holds pipeline lists (variants, seeds); keep only config sections."""
+    sections = {f.name for f in dataclasses.fields(C.Config)}
+    return {k: v for k, v in params.items() if k in sections}
+
+
+def _add_config_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
+    if variant:
+        p.add_argument("--variant", default="malm", help="Registered variant name (see `malm variants`).")
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="Config overlay file(s) applied in order, e.g. params.yaml or configs/paper.yaml.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Dotted config overrides, e.g. train.epochs=3 model.mask.ratio=0.5 "
+                        "(all keys listed below).")
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["inline", "local", "slurm", "debug"], default=None,
+                   help="Override slurm.executor. inline: run in this process (default). slurm: submit "
+                        "a Slurm job through submitit with the `slurm` config section and block until "
+                        "it ends (a failed or cancelled job fails this command, naming the job and its "
+                        "log). local/debug: submitit's local subprocess / in-process executors.")
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from malm.data.synth import SynthConfig, generate
+
+    cfg = dataclass_from_args(SynthConfig, args)
+    summary = generate(args.out, cfg, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from malm.data.recipe1m import check_root, format_check
+
+    report = check_root(args.root, split_dir=args.split_dir)
+    print(json.dumps(report, indent=2) if args.json else format_check(report))
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from malm.data.cache import prepare
+
+    cfg = build_config(args)
+    if cfg.data.synthetic:  # the embedded default; generate() is a no-op when already complete
+        from malm.data.synth import generate
+
+        generate(cfg.data.root, cfg.synth, progress=True)
+    path = prepare(cfg.data, progress=True)
+    print(path)
+    return 0
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from malm import variants
+
+    reg = variants.registry()
+    width = max(len(n) for n in reg)
+    for name, v in sorted(reg.items(), key=lambda kv: (kv[1].source.parent.name != "baselines", kv[0])):
+        alias = f" (alias of {v.alias_of})" if v.alias_of else ""
+        print(f"{name:<{width}}  [{v.source.parent.name}] {v.display}{alias}: {v.description}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    from malm.launch.stage import run_stage
+
+    run_stage("train", cfg, args.executor, run_dir=args.run_dir,
+              restart_on_config_change=args.restart_on_config_change)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from malm.launch.stage import run_stage
+
+    cfg = C.load(Path(args.run_dir) / "config.yaml")
+    run_stage("embed", cfg, args.executor, run_dir=args.run_dir, split=args.split, out=args.out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.out_dir:  # every protocol x bag of the config's `eval` section
+        from malm.launch.stage import run_stage
+
+        args.variant = "malm"
+        cfg = build_config(args)
+        for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir):
+            print(path)
+        return 0
+    if not args.out and args.overrides:
+        raise C.ConfigError("KEY=VALUE overrides need --out-dir (the config-driven mode)")
+    from malm.eval.protocol import evaluate, load_embeddings
+
+    image, recipe, ids = load_embeddings(args.emb)
+    result = evaluate(image, recipe, ids, protocol=args.protocol, bag_size=args.bag_size,
+                      n_bags=args.n_bags, seed=args.seed)
+    result["embeddings"] = str(args.emb)
+    if args.out:
+        C.atomic_write_json(args.out, result)
+    summary = {d: {k: round(v["mean"], 2) for k, v in result[d].items()} for d in ("img2rec", "rec2img")}
+    print(f"protocol={args.protocol} bag={args.bag_size} x{args.n_bags}: {json.dumps(summary)}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from malm.results import build_tables
+
+    order = args.order
+    if order is None and args.config:
+        order = (C.load_yaml(args.config[-1]).get("pipeline") or {}).get("variants")
+    written = build_tables(args.results, args.out, args.figures, args.metrics, runs_dir=args.runs,
+                           dataset=args.dataset, order=order)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+def make_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="malm", formatter_class=fmt,
+        description="MALM food image <-> recipe retrieval suite: data, training, evaluation, grids.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # data
+    data = sub.add_parser("data", help="Recipe1M-format data: synthesise, check, prepare the cache.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    from malm.data.synth import SynthConfig
+
+    p = dsub.add_parser("synth", formatter_class=fmt,
+                        help="Write the synthetic dataset in Recipe1M's exact file format.",
+                        description="Write a deterministic synthetic dataset in Recipe1M's file format "
+                                    "(layer1.json, layer2.json, det_ingrs.json, images, synth_truth.json). "
+                                    "Size and difficulty knobs below.")
+    p.add_argument("--out", required=True, help="Output folder (the Recipe1M-format root).")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_dataclass_args(p, SynthConfig)
+    p.set_defaults(func=cmd_data_synth)
+
+    p = dsub.add_parser("check", help="Validate a Recipe1M-format root and count recipes/images/pairs.",
+                        description="Validate a Recipe1M-format root (real or synthetic) and report per "
+                                    "split: recipes, images listed/found/missing, pairs, text-only recipes.")
+    p.add_argument("root", help="Recipe1M-format root folder.")
+    p.add_argument("--split-dir", default=None, help="Folder with H-T split id lists (train/val/test.txt).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    p.set_defaults(func=cmd_data_check)
+
+    p = dsub.add_parser("prepare", formatter_class=fmt,
+                        help="Build the one-off preprocessing cache (vocabulary, token ids, image cache).",
+                        epilog="Config keys:\n" + config_help())
+    _add_config_args(p, variant=False)
+    p.set_defaults(func=cmd_data_prepare, variant="malm")
+
+    # variants
+    p = sub.add_parser("variants", help="List the registered baselines and ablations.")
+    p.set_defaults(func=cmd_variants)
+
+    # train
+    p = sub.add_parser("train", formatter_class=fmt, help="Train a variant into a run directory.",
+                       description="Train a variant. Re-running on an existing run directory resumes from "
+                                   "its last checkpoint; a finished run is left as it is.",
+                       epilog="Config keys:\n" + config_help())
+    p.add_argument("--run-dir", required=True, help="Output folder: config.yaml, checkpoint, dvclive logs.")
+    p.add_argument("--restart-on-config-change", action="store_true",
+                   help="If RUN_DIR holds a checkpoint of a different config, start afresh instead of "
+                        "failing (DVC uses this: its cache keeps the previous run's outputs).")
+    p.add_argument("--seed", type=int, default=None, help="Shortcut for train.seed=N.")
+    _add_config_args(p)
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_train)
+
+    # embed
+    p = sub.add_parser("embed", help="Embed a split with a trained run -> EMB.npz (image, recipe, ids).")
+    p.add_argument("--run-dir", required=True, help="A finished training run directory.")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="Split to embed.")
+    p.add_argument("--out", required=True, help="Output .npz (rows sorted by recipe id).")
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_embed)
+
+    # evaluate
+    p = sub.add_parser("evaluate", help="Recipe1M retrieval metrics (medR, R@1/5/10, both directions).",
+                       description="Evaluate EMB.npz (arrays image [N,D], recipe [N,D], ids [N]) with "
+                                   "the Recipe1M protocol: cosine similarity, 1-based ranks, mean/std over bags.")
+    p.add_argument("emb", help="Embeddings .npz.")
+    p.add_argument("--protocol", choices=["tfood", "ht"], default="tfood",
+                   help="tfood: consecutive bags in file order (T-Food/MALM). ht: H-T's random subsets of "
+                        "the id-sorted rows, Python random seeded once with --seed.")
+    p.add_argument("--bag-size", type=int, default=1000, help="Pairs per bag (1000 or 10000).")
+    p.add_argument("--n-bags", type=int, default=10, help="Number of bags (10 for 1k, 5 for 10k).")
+    p.add_argument("--seed", type=int, default=1234, help="Seed of the ht protocol (H-T: 1234).")
+    p.add_argument("--out", default=None, help="Write the metrics JSON here (atomically).")
+    p.add_argument("--out-dir", default=None,
+                   help="Config-driven mode: evaluate every protocol x bag of the `eval` config section "
+                        "(from --config files and overrides) into OUT_DIR/<protocol>_<bag>.json.")
+    _add_config_args(p, variant=False)
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    # tables
+    p = sub.add_parser("tables", help="Collect metrics JSON into tidy CSV/parquet, Markdown tables, figures.",
+                       description="Collect <results>/<variant>/seed<k>/*.json into one tidy table "
+                                   "(variant, seed, protocol, bag size, direction, metric, value), a "
+                                   "summary over seeds, Markdown tables and seaborn figures.")
+    p.add_argument("--results", default="results/metrics", help="Folder of <variant>/seed<k>/*.json.")
+    p.add_argument("--runs", default="runs", help="Folder of training runs (for training curves).")
+    p.add_argument("--out", default="results/tables", help="Output folder for tables (CSV, parquet, Markdown).")
+    p.add_argument("--figures", default="results/figures", help="Output folder for figures.")
+    p.add_argument("--metrics", default="results/summary.json",
+                   help="Summary metrics JSON for `dvc metrics show` (variant -> metric -> mean over seeds).")
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="params.yaml: variant order from pipeline.variants (unless --order).")
+    p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
+    p.add_argument("--order", nargs="*", default=None, help="Variant order in tables and figures.")
+    p.set_defaults(func=cmd_tables)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except (C.ConfigError, FileNotFoundError) as exc:
+        print(f"malm: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # data errors (Recipe1MError, bad embeddings) name file and record
+        if type(exc).__name__ in {"Recipe1MError", "EmbeddingError"}:
+            print(f"malm: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""One typed configuration tree for the CLI, ``params.yaml`` (DVC) and the Slurm launcher.
+
+Every field carries a ``help`` string: ``malm train --help`` lists them all. Variants (baselines,
+ablations) are YAML overlays of this tree, never copies of code. Where the MALM paper is silent the
+default follows T-Food / H-T and the field's help says so (see ``shared/spec/malm.md``).
+
+Overrides are dotted ``key=value`` strings (``train.epochs=3 model.mask.ratio=0.5``); values are
+parsed as YAML, so ``null``, numbers and lists work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from malm.data.synth import SynthConfig  # the `synth` section lives beside its generator
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a help string (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    root: str = _f("data/synth", "Recipe1M-format root (layer1.json, layer2.json, images/...). "
+                   "Point it at a real Recipe1M download to use the real data.")
+    synthetic: bool = _f(True, "Generate the synthetic default (section `synth`) into `root` before "
+                         "preparing. Set false and `root` to a Recipe1M download for the real data.")
+    cache_dir: str = _f("data/cache", "Where the one-off preprocessing cache is written.")
+    min_word_count: int = _f(10, "Vocabulary: keep words seen at least this often in paired "
+                             "training recipes (H-T: 10).")
+    max_ingrs: int = _f(20, "Keep at most this many ingredient lines (H-T: 20).")
+    max_instrs: int = _f(20, "Keep at most this many instruction lines (H-T: 20).")
+    max_tokens: int = _f(15, "Keep at most this many tokens per line and in the title (H-T: 15).")
+    class_file: str | None = _f(None, "Optional semantic-class file (JSON {recipe_id: class name} or "
+                                "CSV id,class). Without it classes are derived from titles.")
+    split_dir: str | None = _f(None, "Optional folder with H-T split id lists "
+                               "(train.txt/val.txt/test.txt, one recipe id per line).")
+    image_size: int = _f(64, "Side of the square image fed to the model (paper: 224).")
+    cache_image_size: int = _f(72, "Side of the pre-resized image cache (paper: 256 as H-T's "
+                               "resize before the 224 random crop).")
+    num_workers: int = _f(0, "DataLoader worker processes (GPU runs: 8-16).")
+    max_pairs: dict = _f({}, "Optional cap on pairs per split, e.g. {train: 5000} (debug runs).")
+
+
+# ---------------------------------------------------------------------------------------- model
+@dataclass
+class ImageEncoderConfig:
+    arch: str = _f("vit_base_patch16_clip_224", "timm architecture name (paper: CLIP ViT-B/16).")
+    img_size: int = _f(64, "Input side in pixels (paper: 224).")
+    patch_size: int = _f(8, "Patch side in pixels (paper: 16).")
+    embed_dim: int = _f(192, "Token width (paper: 768).")
+    depth: int = _f(4, "Transformer blocks (paper: 12).")
+    num_heads: int = _f(3, "Attention heads (paper: 12).")
+    pretrained: str | None = _f(None, "Local weight file (timm/safetensors state dict or OpenAI CLIP "
+                                "checkpoint), or a hub name when online; null = no weights.")
+    allow_random_init: bool = _f(True, "With no pretrained weights, start from random init instead of "
+                                 "failing (the CPU default; the paper config sets false).")
+    drop_path_rate: float = _f(0.0, "Stochastic depth rate.")
+
+
+@dataclass
+class RecipeEncoderConfig:
+    width: int = _f(128, "Transformer width of the T-Food recipe encoder (paper: 512).")
+    layers: int = _f(1, "Layers per sentence/merger transformer (paper: 2).")
+    heads: int = _f(4, "Attention heads (paper: 4).")
+    decoder_layers: int = _f(1, "Cross-component decoder layers (paper: 2).")
+    dropout: float = _f(0.1, "Dropout inside the recipe transformers.")
+
+
+@dataclass
+class MaskConfig:
+    ratio: float = _f(0.75, "Fraction of image patches hidden from the student (paper: 0.75).")
+    recipe_ratio: float = _f(0.0, "Fraction of recipe tokens masked ('mask both' ablation: 0.75).")
+
+
+@dataclass
+class MatchingConfig:
+    width: int = _f(128, "Width D of the two-level matching module (paper: 768).")
+    layers: int = _f(2, "Layers of each cross-attention decoder (paper text: 1 or 4; T-Food: 4).")
+    heads: int = _f(4, "Heads of each decoder (T-Food: 4).")
+    tau_init: float = _f(0.07, "Initial contrastive temperature (not in the paper; CLIP's 0.07).")
+    learn_tau: bool = _f(True, "Learn the temperature (CLIP-style logit scale).")
+
+
+@dataclass
+class DistillConfig:
+    predictor_layers: int = _f(2, "Predictor transformer layers (paper 4.3: 2).")
+    predictor_heads: int = _f(2, "Predictor heads (paper 4.3: 2).")
+    predictor_width: int = _f(192, "Predictor width (paper: 768).")
+    momentum: float = _f(0.999, "EMA momentum at the start (not in the paper; DINO-style).")
+    momentum_end: float = _f(1.0, "EMA momentum at the end of training (cosine schedule).")
+    beta: float = _f(1.0, "SmoothL1 beta (not in the paper).")
+
+
+@dataclass
+class ModelConfig:
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    recipe: RecipeEncoderConfig = field(default_factory=RecipeEncoderConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    embed_dim: int = _f(256, "Joint embedding dimension (T-Food dim_emb, paper: 1024).")
+
+
+# ---------------------------------------------------------------------------------------- losses
+@dataclass
+class LossConfig:
+    lambda_itc: float = _f(1.0, "Weight of the semantic triplet retrieval loss L_itc.")
+    lambda_gc: float = _f(1.0, "Weight of the global contrastive loss L_GC (lambda_itm; 0 = off).")
+    lambda_lc: float = _f(1.0, "Weight of the local contrastive loss L_LC (lambda_itm; 0 = off).")
+    lambda_dist: float = _f(1.0, "Weight of masked self-distillation L_dist (0 = off).")
+    margin_start: float = _f(0.18, "Triplet margin at epoch 0 (T-Food: 0.18).")
+    margin_step: float = _f(0.005, "Margin increase per epoch (T-Food: 0.005).")
+    margin_max: float = _f(0.3, "Margin cap (T-Food: 0.3).")
+    semantic_weight: float = _f(0.1, "Weight of the semantic terms SIRR/SRII (T-Food: 0.1).")
+    hardest_negative: bool = _f(True, "Use the hardest in-batch negative (T-Food max_negative).")
+
+
+# ----------------------------------------------------------------------------------------- train
+@dataclass
+class TrainConfig:
+    epochs: int = _f(8, "Training epochs (paper: 120).")
+    batch_size: int = _f(64, "Batch size (paper: 128).")
+    lr: float = _f(3e-4, "Adam learning rate for all but the image encoder (paper: 1e-5).")
+    lr_image: float = _f(3e-4, "Adam learning rate for the image encoder (paper: 1e-6).")
+    weight_decay: float = _f(0.0, "Adam weight decay.")
+    freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
+    warmup_steps: int = _f(0, "Linear learning-rate warm-up steps.")
+    grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off).")
+    seed: int = _f(0, "Random seed (model init, data order, masks).")
+    device: str = _f("auto", "auto, cpu or cuda.")
+    amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU).")
+    compile: bool = _f(False, "torch.compile the model (GPU).")
+    threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
+    val_pairs: int = _f(1000, "Validation bag size for the per-epoch R@1 (1k).")
+    log_every: int = _f(20, "Log losses every N steps.")
+
+
+@dataclass
+class EvalConfig:
+    protocols: list = _f(["tfood"], "Bag protocols: tfood (consecutive bags) and/or ht (H-T's "
+                         "random subsets of the id-sorted set).")
+    bags: list = _f([[1000, 10], [10000, 5]], "List of [bag_size, n_bags].")
+    seed: int = _f(1234, "Seed of the ht protocol's random subsets (H-T: 1234).")
+    clamp_bags: bool = _f(True, "tfood: when the split holds fewer than bag_size x n_bags pairs, use as "
+                          "many whole consecutive bags as it holds (the result records n_bags) instead "
+                          "of failing.")
+    split: str = _f("test", "Split to embed and evaluate.")
+
+
+# ----------------------------------------------------------------------------------------- slurm
+@dataclass
+class SlurmConfig:
+    executor: str = _f("inline", "How train/embed/evaluate stages run: inline (in this process), slurm "
+                       "(a Slurm job through submitit; the command blocks until it ends), local (a "
+                       "submitit subprocess on this machine) or debug (submitit in-process).")
+    partition: str | None = _f(None, "Slurm partition (null = the cluster's default).")
+    nodes: int = _f(1, "Nodes per job (DDP across nodes for the paper config).")
+    gpus_per_node: int = _f(0, "GPUs per node (a GPU cluster: 2 for the paper; 0 on CPU nodes, "
+                            "where the request is omitted).")
+    tasks_per_node: int = _f(1, "Tasks per node (one per GPU for DDP).")
+    cpus_per_task: int = _f(1, "CPUs per task (data loader workers + 1).")
+    mem_gb: float = _f(2.0, "Memory per node in GB.")
+    timeout_min: int = _f(60, "Time limit per job in minutes; jobs requeue from their checkpoint.")
+    account: str | None = _f(None, "Slurm account.")
+    qos: str | None = _f(None, "Slurm QOS.")
+    constraint: str | None = _f(None, "Slurm node constraint, e.g. a100.")
+    array_parallelism: int = _f(8, "How many array tasks of a grid run at once.")
+    max_requeues: int = _f(3, "How many times a timed-out/preempted job may requeue.")
+    log_dir: str = _f("slurm_logs", "Where submitit writes job logs.")
+
+
+# ------------------------------------------------------------------------------------------ root
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    variant: str = _f("malm", "Name of the variant this config was built for.")
+
+
+# -------------------------------------------------------------------------------------- helpers
+class ConfigError(ValueError):
+    pass
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with the nested mapping ``overlay`` applied (typed)."""
+    known = {f.name: f for f in fields(cfg)}
+    changes = {}
+    for key, value in overlay.items():
+        path = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key '{path}' (known: {', '.join(sorted(known))})")
+        current = getattr(cfg, key)
+        if is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{path}' is a section; give a mapping, not {value!r}")
+            changes[key] = merge(current, value, path + ".")
+        else:
+            changes[key] = _coerce(value, current, path)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _coerce(value: Any, current: Any, path: str) -> Any:
+    if value is None or current is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{path}' expects true/false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{path}' expects an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
+    if isinstance(current, str) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML)."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+# Keys that change how a run executes, not what it computes: a checkpoint may resume under new values.
+RUNTIME_KEYS = ("slurm", "eval", "data.num_workers", "train.device", "train.threads", "train.log_every",
+                "train.compile")
+
+
+def identity(cfg: Config) -> dict:
+    """The config as a dict without RUNTIME_KEYS: two runs with equal identities compute the same."""
+    d = to_dict(cfg)
+    for key in RUNTIME_KEYS:
+        node, *rest = key.split(".")
+        if rest:
+            d[node].pop(rest[0], None)
+        else:
+            d.pop(node, None)
+    return d
+
+
+def from_dict(d: Mapping[str, Any]) -> Config:
+    return merge(Config(), d)
+
+
+def save(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load(path: str | os.PathLike) -> Config:
+    return from_dict(load_yaml(path))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file + rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

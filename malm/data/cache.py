@@ -1,0 +1,388 @@
+"""One-off preprocessing cache: everything a training epoch reads, built once from a Recipe1M root.
+
+Layout of ``DataConfig.cache_dir`` (``S`` = ``cache_image_size``, ``T`` = ``max_tokens``)::
+
+    manifest.json            counts, the config fields and input fingerprint it was built from
+    tokenizer.json           HuggingFace WordLevel tokenizer (``Tokenizer.from_file``)
+    classes.json             class names, index = class id (0 = background)
+    <split>/ids.npy          [N] str        recipe ids of the pairs, sorted by id
+    <split>/title.npy        [N, T]         token ids (uint16, int32 if the vocabulary needs it)
+    <split>/ingrs.npy        [N, I, T]      first max_ingrs ingredient lines
+    <split>/instrs.npy       [N, J, T]      first max_instrs instruction lines
+    <split>/cls.npy          [N] int64      semantic class id
+    <split>/image_offsets.npy [N + 1] int64 pair i owns rows offsets[i]:offsets[i+1] of images.npy
+    <split>/images.npy       [M, S, S, 3] uint8  decoded, shorter side resized to S, centre-cropped
+    <split>/image_names.npy  [M] str        Recipe1M image id of each row
+
+Only pairs (recipes with at least one decodable image) are cached; text-only recipes are counted.
+The cache is valid while ``manifest.json``'s ``key`` (cache version, the DataConfig fields it
+depends on, size+mtime of the input files) matches; image files are not fingerprinted (a million
+stats): pass ``force=True`` after changing images in place. A build goes to a temporary folder
+renamed into place at the end, under a lock file, so a killed build never leaves a half cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from malm.config import DataConfig, atomic_write_json
+from malm.data import text as T
+from malm.data.recipe1m import (DET_INGRS, LAYER1, LAYER2, SPLITS, Recipe, Recipe1MError,
+                                load_root)
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+_INLINE_IMAGES = 64   # fewer images than this: decode in-process (no pool start-up)
+_HEADER_BYTES = 128   # reserved .npy header, so images.npy can be appended before M is known
+
+
+# ---------------------------------------------------------------------------------- the key
+def _extra(cfg: DataConfig, name: str, default: Any) -> Any:
+    """DataConfig fields proposed but maybe not (yet) in config.py fall back to their default."""
+    return getattr(cfg, name, default)
+
+
+def _abs(p: str | None) -> str | None:
+    return None if p is None else os.path.abspath(os.path.expanduser(p))
+
+
+def _input_files(cfg: DataConfig) -> list[Path]:
+    root = Path(_abs(cfg.root))
+    files = [root / LAYER1, root / LAYER2]
+    if _extra(cfg, "ingredients", "raw") == "det":
+        files.append(root / DET_INGRS)
+    if cfg.class_file:
+        files.append(Path(_abs(cfg.class_file)))
+    if cfg.split_dir:
+        files += [Path(_abs(cfg.split_dir)) / f"{s}.txt" for s in SPLITS]
+    return files
+
+
+def cache_key(cfg: DataConfig) -> dict:
+    """What a cache depends on: version, DataConfig fields and input-file fingerprints."""
+    fields = {
+        "root": _abs(cfg.root), "split_dir": _abs(cfg.split_dir), "class_file": _abs(cfg.class_file),
+        "min_word_count": cfg.min_word_count, "max_ingrs": cfg.max_ingrs,
+        "max_instrs": cfg.max_instrs, "max_tokens": cfg.max_tokens,
+        "cache_image_size": cfg.cache_image_size,
+        "max_pairs": {k: cfg.max_pairs[k] for k in sorted(cfg.max_pairs or {})},
+        "num_classes": _extra(cfg, "num_classes", T.DEFAULT_NUM_CLASSES),
+        "ingredients": _extra(cfg, "ingredients", "raw"),
+        "on_bad_record": _extra(cfg, "on_bad_record", "error"),
+    }
+    inputs = {}
+    for f in _input_files(cfg):
+        try:
+            st = f.stat()
+            inputs[str(f)] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            inputs[str(f)] = None
+    return {"version": CACHE_VERSION, "config": fields, "inputs": inputs}
+
+
+def load_manifest(cache_dir: str | os.PathLike) -> dict:
+    path = Path(cache_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no data cache here; run `prepare` (malm prepare)") from None
+
+
+def is_cached(cfg: DataConfig) -> bool:
+    """True when ``cfg.cache_dir`` holds a complete cache built from the same inputs and fields."""
+    cache = Path(cfg.cache_dir)
+    try:
+        man = load_manifest(cache)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    if man.get("key") != json.loads(json.dumps(cache_key(cfg))):
+        return False
+    need = ("ids", "title", "ingrs", "instrs", "cls", "image_offsets", "images", "image_names")
+    return all((cache / s / f"{n}.npy").is_file() for s in SPLITS for n in need) and \
+        (cache / "tokenizer.json").is_file()
+
+
+# ---------------------------------------------------------------------------------- prepare
+def prepare(cfg: DataConfig, progress: bool = True, force: bool = False) -> Path:
+    """Build the cache of ``cfg`` under ``cfg.cache_dir`` once; return its path.
+
+    A matching manifest returns at once. Otherwise: read and validate the root, decode + resize
+    every found image of the pairs (corrupt ones skipped and counted; a pair left with no image
+    becomes text-only), apply ``max_pairs`` (first n pairs by id), build the vocabulary and the
+    classes from the cached training pairs, encode all splits and write the manifest.
+    """
+    cache = Path(cfg.cache_dir).absolute()
+    if not force and is_cached(cfg):
+        return cache
+    _check_cfg(cfg)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(cache.parent / f".{cache.name}.lock"):
+        if not force and is_cached(cfg):  # built by another process while we waited
+            return cache
+        for stale in cache.parent.glob(f".{cache.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}.tmp-"))
+        try:
+            _build(cfg, tmp, progress)
+            _swap_in(tmp, cache)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return cache
+
+
+def _check_cfg(cfg: DataConfig) -> None:
+    for k, v in (cfg.max_pairs or {}).items():
+        if k not in SPLITS:
+            raise ValueError(f"data.max_pairs: unknown split {k!r} (splits: {', '.join(SPLITS)})")
+        if v is not None and (not isinstance(v, int) or v < 0):
+            raise ValueError(f"data.max_pairs.{k} must be a non-negative integer or null, got {v!r}")
+    for name in ("min_word_count", "max_ingrs", "max_instrs", "max_tokens", "cache_image_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"data.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.image_size > cfg.cache_image_size:
+        raise ValueError(f"data.image_size ({cfg.image_size}) exceeds data.cache_image_size "
+                         f"({cfg.cache_image_size}): crops are taken from the cached images")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _swap_in(tmp: Path, cache: Path) -> None:
+    old = None
+    if cache.exists():
+        old = cache.parent / f".{cache.name}.tmp-old-{os.getpid()}"
+        os.replace(cache, old)
+    os.replace(tmp, cache)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    key = cache_key(cfg)
+    data = load_root(cfg.root, cfg.split_dir, progress=progress,
+                     det_ingrs=_extra(cfg, "ingredients", "raw") == "det",
+                     on_bad_record=_extra(cfg, "on_bad_record", "error"))
+    report = data.report()
+    timings["read"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    workers = cfg.num_workers or os.cpu_count() or 1
+    splits: dict[str, _SplitImages] = {}
+    for split in SPLITS:
+        (out / split).mkdir()
+        splits[split] = _cache_images(data.pairs(split), out / split, cfg.cache_image_size,
+                                      (cfg.max_pairs or {}).get(split), workers, progress, split)
+    timings["images"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train = splits["train"].pairs
+    if not train:
+        raise Recipe1MError(f"{cfg.root}: no paired training recipe (a train recipe with a "
+                            f"decodable image on disk): cannot build the vocabulary")
+    tok = T.build_tokenizer(T.recipe_texts(train), cfg.min_word_count)
+    T.save_tokenizer(tok, out / "tokenizer.json")
+    if cfg.class_file:
+        class_names, id2cls = T.classes_from_file(cfg.class_file, (r.id for r in train))
+    else:
+        class_names = T.derive_classes(tok, (r.title for r in train),
+                                       _extra(cfg, "num_classes", T.DEFAULT_NUM_CLASSES))
+        id2cls = None
+    atomic_write_json(out / "classes.json", class_names)
+    timings["vocab"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    counts: dict[str, dict] = {}
+    for split in SPLITS:
+        si = splits[split]
+        pairs = si.pairs
+        arrays = T.encode_recipes(tok, pairs, cfg.max_ingrs, cfg.max_instrs, cfg.max_tokens)
+        if id2cls is None:
+            cls = T.assign_classes(tok, (r.title for r in pairs), class_names)
+        else:
+            cls = np.asarray([id2cls.get(r.id, 0) for r in pairs], dtype=np.int64)
+        arrays["cls"] = cls
+        arrays["ids"] = _str_array([r.id for r in pairs])
+        arrays["image_offsets"] = np.asarray(si.offsets, dtype=np.int64)
+        arrays["image_names"] = _str_array(si.names)
+        for name, arr in arrays.items():
+            np.save(out / split / f"{name}.npy", arr)
+        rep = report[split]
+        counts[split] = {
+            "pairs": len(pairs), "images": len(si.names),
+            "recipes": rep["recipes"], "text_only": rep["text_only"] + si.dropped_corrupt,
+            "images_listed": rep["images_listed"], "images_found": rep["images_found"],
+            "images_missing": rep["images_missing"], "images_corrupt": si.corrupt,
+            "pairs_dropped_corrupt": si.dropped_corrupt, "pairs_over_max_pairs": si.over_cap,
+            "classes_used": int(len(np.unique(cls[cls > 0]))),
+            "background": int((cls == 0).sum()),
+        }
+    timings["encode"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    vocab_size = tok.get_vocab_size()
+    atomic_write_json(out / MANIFEST, {
+        "key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "vocab_size": vocab_size,
+        "token_dtype": str(T.token_dtype(vocab_size)),
+        "special_tokens": dict(zip(T.SPECIAL_TOKENS, range(len(T.SPECIAL_TOKENS)))),
+        "num_classes": len(class_names),
+        "class_source": cfg.class_file or "titles",
+        "cache_image_size": cfg.cache_image_size,
+        "shapes": {"title": [cfg.max_tokens], "ingrs": [cfg.max_ingrs, cfg.max_tokens],
+                   "instrs": [cfg.max_instrs, cfg.max_tokens]},
+        "splits": counts,
+        "records": {"layer1_valid": len(data.recipes),
+                    "dropped_bad_records": sum(data.dropped.values()),
+                    "dropped_by_reason": data.dropped},
+        "corrupt_images": [e for s in SPLITS for e in splits[s].examples][:50],
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    })
+
+
+def _str_array(items: Sequence[str]) -> np.ndarray:
+    width = max((len(s) for s in items), default=1)
+    return np.asarray(list(items), dtype=f"<U{width}")
+
+
+# ----------------------------------------------------------------------------------- images
+def load_resized(path: str, size: int) -> np.ndarray:
+    """Decode ``path`` fully, resize the shorter side to ``size`` (bilinear, antialiased, as
+    torchvision's Resize on PIL) and centre-crop: ``[size, size, 3]`` uint8. Raises on a bad file."""
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale >= size (fast)
+        im = im.convert("RGB")         # forces the full decode: truncated files raise here
+    w, h = im.size
+    if min(w, h) < 1:
+        raise ValueError(f"empty image {w}x{h}")
+    if w <= h:
+        nw, nh = size, max(size, int(size * h / w))
+    else:
+        nw, nh = max(size, int(size * w / h)), size
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _resize_task(task: tuple[str, int]) -> np.ndarray | str:
+    path, size = task
+    try:
+        return load_resized(path, size)
+    except Exception as exc:  # any decoder failure is a corrupt image: skipped and counted
+        return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _SplitImages:
+    pairs: list[Recipe] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=lambda: [0])
+    names: list[str] = field(default_factory=list)
+    corrupt: int = 0
+    dropped_corrupt: int = 0
+    over_cap: int = 0
+    examples: list[dict] = field(default_factory=list)
+
+
+class _NpyRowWriter:
+    """Append ``row_shape`` uint8 rows to an .npy file whose row count is only known at the end."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...]):
+        self.fh = open(path, "wb")
+        self.fh.write(b"\0" * _HEADER_BYTES)
+        self.row_shape, self.rows = row_shape, 0
+
+    def append(self, row: np.ndarray) -> None:
+        assert row.shape == self.row_shape and row.dtype == np.uint8
+        self.fh.write(np.ascontiguousarray(row).tobytes())
+        self.rows += 1
+
+    def close(self) -> None:
+        shape = (self.rows, *self.row_shape)
+        header = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode("latin1")
+        pad = _HEADER_BYTES - 10 - len(header) - 1
+        assert pad >= 0
+        self.fh.seek(0)
+        self.fh.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", _HEADER_BYTES - 10)
+                      + header + b" " * pad + b"\n")
+        self.fh.close()
+
+
+def _cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, workers: int,
+                  progress: bool, split: str) -> _SplitImages:
+    """Decode the images of ``pairs`` (id order) into ``out/images.npy`` until ``cap`` pairs."""
+    res = _SplitImages()
+    tasks = ((p, size) for r in pairs for p in r.found)
+    total = sum(len(r.found) for r in pairs)
+    writer = _NpyRowWriter(out / "images.npy", (size, size, 3))
+    bar = tqdm(total=total, desc=f"images {split}", unit="img", disable=not progress,
+               mininterval=1.0)
+    pool = None
+    try:
+        if workers > 1 and total >= _INLINE_IMAGES:
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
+            pool = ctx.Pool(workers)
+            results = pool.imap(_resize_task, tasks, chunksize=8)
+        else:
+            results = map(_resize_task, tasks)
+        for i, r in enumerate(pairs):
+            if cap is not None and len(res.pairs) >= cap:
+                res.over_cap = len(pairs) - i
+                break
+            good = []
+            for p in r.found:
+                img = next(results)
+                bar.update(1)
+                if isinstance(img, str):
+                    res.corrupt += 1
+                    if len(res.examples) < 50:
+                        res.examples.append({"split": split, "recipe": r.id, "path": p, "error": img})
+                    continue
+                writer.append(img)
+                good.append(os.path.basename(p))
+            if good:
+                res.pairs.append(r)
+                res.names += good
+                res.offsets.append(len(res.names))
+            else:
+                res.dropped_corrupt += 1
+    finally:
+        bar.close()
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    if res.corrupt and progress:
+        tqdm.write(f"{split}: skipped {res.corrupt} corrupt image(s); {res.dropped_corrupt} "
+                   f"pair(s) left without an image became text-only")
+    return res

@@ -1,0 +1,237 @@
+"""Recipe text: a word-level tokenizer (HuggingFace ``tokenizers``) and semantic classes.
+
+Tokenizer: NFKC + lowercase normaliser, BERT pre-tokenizer (splits on whitespace and punctuation),
+WordLevel model whose vocabulary is every word seen at least ``min_count`` times in the paired
+training recipes (title, every ingredient and instruction line, uncapped: H-T ``preprocessing.py``).
+Ids: ``[PAD]=0, [UNK]=1, [MASK]=2, [CLS]=3``, then words by decreasing count.
+
+Semantic classes (T-Food's semantic triplet terms; class 0 = background, ignored there):
+
+* from a class file (``DataConfig.class_file``): JSON ``{recipe_id: name}``, CSV ``id,class`` (a
+  header row is allowed) or im2recipe's ``classes1M.pkl`` (two pickles: ``{id: int}``, ``[name]``;
+  only load a pickle you trust). Names are ranked by how many paired training recipes carry them
+  (ties by name); ``classes1M.pkl`` keeps its own integer ids.
+* derived from titles (:func:`derive_classes`, :func:`assign_classes`): the class vocabulary is the
+  ``num_classes`` most frequent title words of the paired training recipes (document frequency,
+  ties by word; alphabetic words of >= 3 letters that are not stop words or generic recipe
+  adjectives; at least ``min_titles`` titles). A recipe's class is the LAST class word of the title's
+  head -- the words before the first of "with/in/on/over/for/from/served/topped/using/without" --
+  since English dish names end in the head noun ("Spicy Tomato Soup with Basil" -> soup); if the
+  head has none, the last class word of the whole title; else 0. im2recipe's classes1M.pkl (1,047
+  classes, H-T/T-Food) was built from frequent title n-grams in the same spirit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]", "[CLS]")
+PAD_ID, UNK_ID, MASK_ID, CLS_ID = 0, 1, 2, 3
+BACKGROUND = "background"
+DEFAULT_NUM_CLASSES = 1047   # size of im2recipe's classes1M.pkl (H-T / T-Food)
+DEFAULT_MIN_TITLES = 2       # a class needs positives: at least this many titles
+_ENCODE_CHUNK = 65536        # lines per encode_batch call (bounds the Encoding objects alive)
+
+# Words that do not name a dish: function words and generic recipe adjectives.
+STOP_WORDS = frozenset("""
+a an the and or of with without in on over for from to into by at as n' n is it its my our your
+their his her mom mom's moms grandma grandma's grandmas aunt aunties nana mama papa
+recipe recipes easy easiest best quick quicker simple simply healthy healthier homemade home made
+style classic classics delicious perfect perfectly super ever favorite favourite famous special
+ultimate amazing awesome yummy tasty good great better old fashioned fashion new world version
+way i ii iii one two three four five six minute minutes hour hours day days night nights
+low fat free non lite light skinny no sugar gluten dairy less reduced calorie calories
+copycat inspired like kind own fabulous fantastic wonderful incredible really very more
+""".split())
+_HEAD_CUTS = frozenset("with in on over for from served topped using without".split())
+
+
+# ---------------------------------------------------------------------------------- tokenizer
+def new_tokenizer() -> Tokenizer:
+    """An untrained WordLevel tokenizer with the normaliser and pre-tokenizer described above."""
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
+
+
+def recipe_texts(recipes: Iterable) -> Iterator[str]:
+    """Title, every ingredient line and every instruction line of each recipe (vocabulary input)."""
+    for r in recipes:
+        yield r.title
+        yield from r.ingredients
+        yield from r.instructions
+
+
+def build_tokenizer(texts: Iterable[str], min_count: int) -> Tokenizer:
+    """Train the WordLevel vocabulary: words with count >= ``min_count``, by decreasing count."""
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    tok = new_tokenizer()
+    trainer = trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=min_count,
+                                        special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    vocab = tok.get_vocab()
+    for i, s in enumerate(SPECIAL_TOKENS):  # the ids the rest of the suite relies on
+        assert vocab[s] == i, (s, vocab[s])
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, path: str | os.PathLike) -> None:
+    tok.no_padding()
+    tok.no_truncation()
+    tok.save(os.fspath(path))
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    return Tokenizer.from_file(os.fspath(path))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.int32)
+
+
+def encode_lines(tok: Tokenizer, lines: Sequence[str], max_tokens: int,
+                 dtype: np.dtype | None = None) -> np.ndarray:
+    """``[L, max_tokens]`` token ids, truncated and right-padded with ``PAD_ID`` (``encode_batch``)."""
+    dtype = dtype or token_dtype(tok.get_vocab_size())
+    out = np.zeros((len(lines), max_tokens), dtype=dtype)
+    tok.enable_truncation(max_tokens)
+    tok.enable_padding(length=max_tokens, pad_id=PAD_ID, pad_token="[PAD]")
+    try:
+        for s in range(0, len(lines), _ENCODE_CHUNK):
+            chunk = list(lines[s:s + _ENCODE_CHUNK])
+            enc = tok.encode_batch(chunk, add_special_tokens=False)
+            out[s:s + len(chunk)] = np.asarray([e.ids for e in enc], dtype=dtype).reshape(-1, max_tokens)
+    finally:
+        tok.no_padding()
+        tok.no_truncation()
+    return out
+
+
+def encode_field(tok: Tokenizer, fields: Sequence[Sequence[str]], max_lines: int, max_tokens: int,
+                 dtype: np.dtype | None = None) -> np.ndarray:
+    """Lists of lines per recipe -> ``[N, max_lines, max_tokens]`` (first ``max_lines`` lines)."""
+    dtype = dtype or token_dtype(tok.get_vocab_size())
+    counts = np.fromiter((min(len(f), max_lines) for f in fields), dtype=np.int64, count=len(fields))
+    flat = [line for f in fields for line in f[:max_lines]]
+    enc = encode_lines(tok, flat, max_tokens, dtype)
+    out = np.zeros((len(fields), max_lines, max_tokens), dtype=dtype)
+    rows = np.repeat(np.arange(len(fields)), counts)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, cols] = enc
+    return out
+
+
+def encode_recipes(tok: Tokenizer, recipes: Sequence, max_ingrs: int, max_instrs: int,
+                   max_tokens: int) -> dict[str, np.ndarray]:
+    """``title [N, T]``, ``ingrs [N, I, T]``, ``instrs [N, J, T]`` token arrays (H-T caps)."""
+    dtype = token_dtype(tok.get_vocab_size())
+    return {
+        "title": encode_lines(tok, [r.title for r in recipes], max_tokens, dtype),
+        "ingrs": encode_field(tok, [r.ingredients for r in recipes], max_ingrs, max_tokens, dtype),
+        "instrs": encode_field(tok, [r.instructions for r in recipes], max_instrs, max_tokens, dtype),
+    }
+
+
+# ------------------------------------------------------------------------------------ classes
+def title_words(tok: Tokenizer, title: str) -> list[str]:
+    """Normalised words of a title (the tokenizer's normaliser + pre-tokenizer; no vocabulary)."""
+    return [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(title))]
+
+
+def _candidates(words: list[str]) -> list[str]:
+    return [w for w in words if len(w) >= 3 and w.isalpha() and w not in STOP_WORDS]
+
+
+def derive_classes(tok: Tokenizer, train_titles: Iterable[str],
+                   num_classes: int = DEFAULT_NUM_CLASSES,
+                   min_titles: int = DEFAULT_MIN_TITLES) -> list[str]:
+    """Class names ``[background, c1, ..., cK]`` (K <= num_classes) from training titles."""
+    df: Counter = Counter()
+    for t in train_titles:
+        df.update(set(_candidates(title_words(tok, t))))
+    ranked = sorted((w for w, c in df.items() if c >= min_titles), key=lambda w: (-df[w], w))
+    return [BACKGROUND] + ranked[:num_classes]
+
+
+def class_of_title(words: list[str], class_ids: dict[str, int]) -> int:
+    """The title rule: last class word of the head (before a cut word), else of the title, else 0."""
+    head = words
+    for i, w in enumerate(words):
+        if w in _HEAD_CUTS and i > 0:
+            head = words[:i]
+            break
+    for part in (head, words):
+        for w in reversed(part):
+            c = class_ids.get(w)
+            if c:
+                return c
+    return 0
+
+
+def assign_classes(tok: Tokenizer, titles: Iterable[str], class_names: Sequence[str]) -> np.ndarray:
+    """``[N]`` int64 class ids of titles under :func:`class_of_title`."""
+    ids = {n: i for i, n in enumerate(class_names) if i > 0}
+    return np.asarray([class_of_title(title_words(tok, t), ids) for t in titles], dtype=np.int64)
+
+
+def read_class_file(path: str | os.PathLike) -> tuple[dict[str, str | int], list[str] | None]:
+    """``({recipe id: class name}, None)`` for JSON/CSV, ``({id: int}, names)`` for classes1M.pkl."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: class file not found")
+    if path.suffix == ".pkl":
+        with open(path, "rb") as fh:
+            id2int = pickle.load(fh)
+            names = list(pickle.load(fh))
+        if not isinstance(id2int, dict):
+            raise ValueError(f"{path}: expected classes1M.pkl's {{id: class}} dict first")
+        return {str(k): int(v) for k, v in id2int.items()}, [str(n) for n in names]
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid UTF-8 at byte offset {exc.start}") from None
+    if path.suffix == ".json" or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                             f"{exc.msg}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{recipe_id: class name}}")
+        return {str(k): str(v) for k, v in data.items()}, None
+    out: dict[str, str | int] = {}
+    for n, row in enumerate(csv.reader(text.splitlines()), 1):
+        if not row or not row[0].strip():
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}: line {n}: expected 'id,class', got {row!r}")
+        if n == 1 and row[0].strip().lower() in ("id", "recipe_id"):
+            continue
+        out[row[0].strip()] = row[1].strip()
+    return out, None
+
+
+def classes_from_file(path: str | os.PathLike, train_ids: Iterable[str]
+                      ) -> tuple[list[str], dict[str, int]]:
+    """Class names (index 0 = background) and ``{recipe id: class id}`` from a class file."""
+    mapping, names = read_class_file(path)
+    if names is not None:  # classes1M.pkl: keep its integer ids
+        return names, {k: int(v) for k, v in mapping.items()}
+    bg = {"", BACKGROUND, "none"}
+    counts = Counter(mapping[i] for i in train_ids if i in mapping and mapping[i] not in bg)
+    others = sorted({v for v in mapping.values() if v not in bg and v not in counts})
+    names = [BACKGROUND] + sorted(counts, key=lambda n: (-counts[n], n)) + others
+    index = {n: i for i, n in enumerate(names)}
+    return names, {k: (0 if v in bg else index[v]) for k, v in mapping.items()}

@@ -1,0 +1,76 @@
+"""The pipeline's stages as pure functions, and one way to run any of them inline or as a job.
+
+``dvc repro`` calls ``malm train|embed|evaluate`` on the login node; with ``slurm.executor=slurm``
+each command submits its stage through submitit and blocks until the job ends, so DVC drives the
+cluster without ever running inside a job (which would lock the repo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from malm import config as C
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike) -> list[Path]:
+    """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``."""
+    from malm.eval.protocol import evaluate, load_embeddings
+    from malm.results import bag_label
+
+    image, recipe, ids = load_embeddings(emb)
+    written = []
+    for protocol in eval_cfg.protocols:
+        for bag_size, n_bags in eval_cfg.bags:
+            if protocol == "tfood" and eval_cfg.clamp_bags and len(ids) < bag_size * n_bags:
+                fit = len(ids) // bag_size
+                if fit == 0:
+                    raise ValueError(f"{emb}: {len(ids)} pairs cannot hold one bag of {bag_size}")
+                log.warning("%s: %d pairs hold %d consecutive bag(s) of %d, not %d (recorded as n_bags)",
+                            emb, len(ids), fit, bag_size, n_bags)
+                n_bags = fit
+            result = evaluate(image, recipe, ids, protocol=protocol, bag_size=bag_size, n_bags=n_bags,
+                              seed=eval_cfg.seed)
+            result["embeddings"] = str(emb)
+            path = Path(out_dir) / f"{protocol}_{bag_label(bag_size)}.json"
+            C.atomic_write_json(path, result)
+            written.append(path)
+            log.info("%s %s x%d: img2rec R@1 %.2f medR %.1f | rec2img R@1 %.2f medR %.1f", protocol,
+                     bag_label(bag_size), n_bags, result["img2rec"]["R@1"]["mean"],
+                     result["img2rec"]["medR"]["mean"], result["rec2img"]["R@1"]["mean"],
+                     result["rec2img"]["medR"]["mean"])
+    return written
+
+
+def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
+    cfg = C.from_dict(cfg_dict)
+    if stage == "train":
+        from malm.train.trainer import train
+
+        return train(cfg, kwargs["run_dir"], progress=kwargs.get("progress", True),
+                     restart_on_config_change=kwargs.get("restart_on_config_change", False))
+    if stage == "embed":
+        from malm.train.trainer import embed
+
+        return str(embed(kwargs["run_dir"], kwargs["split"], kwargs["out"], progress=kwargs.get("progress", True)))
+    if stage == "evaluate":
+        return [str(p) for p in evaluate_all(kwargs["emb"], cfg.eval, kwargs["out_dir"])]
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def run_stage(stage: str, cfg: C.Config, executor: str | None = None, **kwargs: Any) -> Any:
+    """Run ``stage`` inline, or submit it with the ``slurm`` config section and wait for it."""
+    executor = executor or cfg.slurm.executor
+    if executor == "inline":
+        return _run_inline(stage, C.to_dict(cfg), kwargs)
+    from malm.launch.submit import StageJob, submit_and_wait
+
+    slurm = C.merge(cfg.slurm, {"executor": executor})
+    name = f"malm-{stage}-{cfg.variant}-s{cfg.train.seed}"
+    job = StageJob(stage)
+    return submit_and_wait(job, C.to_dict(cfg), {**kwargs, "progress": False}, cfg=slurm,
+                           folder=Path(slurm.log_dir) / "%j", name=name)

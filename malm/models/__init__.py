@@ -1,0 +1,5 @@
+"""MALM model parts: image / recipe encoders, heads, matching module, predictor."""
+
+from malm.models.malm import MALM, build_model
+
+__all__ = ["MALM", "build_model"]

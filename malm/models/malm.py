@@ -1,0 +1,135 @@
+"""MALM assembled from the typed config (spec "Model" .. "Masked self-distillation").
+
+The model returns features only; the losses (``malm.losses``) turn them into named terms. Parts
+whose loss weight is 0 are not built: no matching module when lambda_gc == lambda_lc == 0, no
+predictor / teacher when lambda_dist == 0 or mask.ratio == 0, no mask token when nothing consumes
+the patch tokens of a masked image.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from malm.config import LossConfig, ModelConfig
+from malm.models.distill import Predictor
+from malm.models.heads import EmbeddingHead
+from malm.models.image import ImageEncoder
+from malm.models.matching import TwoLevelMatching
+from malm.models.recipe import RecipeEncoder
+from malm.train.ema import EMATeacher
+
+_NO_DECAY = ("pos_embed", "cls_token", "mask_token", "logit_scale", "pos.weight", "embedding.")
+
+
+class MALM(nn.Module):
+    """CLIP-ViT image encoder + T-Food recipe encoder (+ matching module, predictor, EMA teacher).
+
+    ``forward(batch) -> dict`` (training features; batch keys: image, title, ingrs, instrs, mask):
+      img_emb [B, E], rec_emb [B, E]               unit vectors (the image side from the masked
+                                                   student when masking is on)
+      with matching:  i_att [B, 1+P, D], attn [B, 1+P, S] (A_I), r_att [B, S, D], rec_pad [B, S],
+                      logit_scale_gc / logit_scale_lc (scalars, for the active terms)
+      with distill:   dist_pred [B, P, C], dist_target [B, P, C] (no grad), mask [B, P]
+    """
+
+    def __init__(self, cfg: ModelConfig, loss: LossConfig, vocab_size: int):
+        super().__init__()
+        self.use_mask = cfg.mask.ratio > 0
+        self.use_matching = loss.lambda_gc > 0 or loss.lambda_lc > 0
+        self.use_distill = loss.lambda_dist > 0 and self.use_mask
+        needs_patch_tokens = self.use_matching or self.use_distill
+        self.image_encoder = ImageEncoder(cfg.image,
+                                          with_mask_token=self.use_mask and needs_patch_tokens)
+        self.recipe_encoder = RecipeEncoder(cfg.recipe, vocab_size)
+        C = self.image_encoder.embed_dim
+        self.image_head = EmbeddingHead(C, cfg.embed_dim)
+        self.recipe_head = EmbeddingHead(self.recipe_encoder.out_dim, cfg.embed_dim)
+        self.matching = (TwoLevelMatching(cfg.matching, C, cfg.recipe.width,
+                                          global_loss=loss.lambda_gc > 0,
+                                          local_loss=loss.lambda_lc > 0)
+                         if self.use_matching else None)
+        self.predictor = Predictor(cfg.distill, C) if self.use_distill else None
+        # the teacher copies the (already weight-loaded) student; it is frozen and never trained
+        self.teacher = EMATeacher(self.image_encoder) if self.use_distill else None
+        self.needs_patch_tokens = needs_patch_tokens
+        self.image_trainable = True
+
+    # ------------------------------------------------------------------ training forward
+    def forward(self, batch: dict) -> dict:
+        images = batch["image"]
+        mask = batch.get("mask") if self.use_mask else None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.image_trainable):
+            tokens, ids_keep = self.image_encoder.forward_visible(images, mask)
+        out = {"img_emb": self.image_head(tokens[:, 0])}
+        rec = self.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
+        out["rec_emb"] = self.recipe_head(rec["pooled"])
+        if not self.needs_patch_tokens:
+            return out
+        full = self.image_encoder.fill(tokens, ids_keep)  # I_f [B, 1+P, C]
+        if self.matching is not None:
+            out.update(self.matching(full, rec["tokens"], rec["pad"]))
+        if self.predictor is not None:
+            out["dist_pred"] = self.predictor(full)[:, 1:]
+            out["dist_target"] = self.teacher_targets(images)
+            out["mask"] = (mask if mask is not None
+                           else torch.zeros(images.shape[0], self.image_encoder.num_patches,
+                                            dtype=torch.bool, device=images.device))
+        return out
+
+    @torch.no_grad()
+    def teacher_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """EMA teacher on the full image: layer-normed last-layer patch tokens [B, P, C]."""
+        return self.teacher.module.target_tokens(images)[:, 1:]
+
+    # ------------------------------------------------------------------ inference
+    def embed_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Full image, no mask: images [B, 3, H, W] -> [B, E]"""
+        tokens, _ = self.image_encoder.forward_visible(images, None)
+        return self.image_head(tokens[:, 0])
+
+    def embed_recipe(self, batch: dict) -> torch.Tensor:
+        """batch with title / ingrs / instrs -> [B, E]"""
+        rec = self.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
+        return self.recipe_head(rec["pooled"])
+
+    # ------------------------------------------------------------------ training helpers
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """EMA step of the teacher towards the student image encoder (explicit, not in forward)."""
+        if self.teacher is not None:
+            self.teacher.update(self.image_encoder, momentum)
+
+    def set_image_trainable(self, trainable: bool) -> None:
+        """Freeze / unfreeze the ViT backbone (paper: frozen for the first 20 epochs). The mask
+        token is new (not CLIP) and stays trainable. Frozen, the ViT runs without autograd."""
+        self.image_trainable = bool(trainable)
+        self.image_encoder.vit.requires_grad_(self.image_trainable)
+
+    def student_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Named parameters the optimizer owns (everything but the EMA teacher)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("teacher."):
+                yield name, p
+
+    def param_groups(self, lr: float, lr_image: float, weight_decay: float = 0.0) -> list[dict]:
+        """Adam groups: the ViT backbone at ``lr_image`` (paper 1e-6), the rest at ``lr`` (1e-5);
+        no weight decay on biases, norms, embeddings, tokens and logit scales. Frozen backbone
+        parameters are included so unfreezing needs no new optimizer."""
+        groups: dict[tuple[str, bool], list] = {}
+        for name, p in self.student_parameters():
+            part = "image" if name.startswith("image_encoder.vit.") else "rest"
+            decay = p.ndim >= 2 and not any(k in name for k in _NO_DECAY)
+            groups.setdefault((part, decay), []).append(p)
+        out = []
+        for (part, decay), params in sorted(groups.items()):
+            out.append({"name": f"{part}{'' if decay else '_no_decay'}", "params": params,
+                        "lr": lr_image if part == "image" else lr,
+                        "weight_decay": weight_decay if decay else 0.0})
+        return out
+
+
+def build_model(cfg: ModelConfig, loss: LossConfig, vocab_size: int) -> MALM:
+    return MALM(cfg, loss, vocab_size)

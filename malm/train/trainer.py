@@ -1,0 +1,328 @@
+"""The training loop: one function, ``train(cfg, run_dir)``, resumable from its run directory.
+
+Determinism: everything random inside epoch ``e`` (data order, crops, masks, dropout) is seeded from
+``(train.seed, e, rank)`` at the start of the epoch, and the model/optimiser state is checkpointed at
+the end of every epoch. A run killed at any point and restarted therefore replays the interrupted
+epoch from the same state with the same random numbers and ends with the same weights and metrics.
+
+GPU path: bf16 autocast, fused Adam, optional ``torch.compile``, pinned-memory loading, and DDP when
+launched with ``WORLD_SIZE > 1`` (torchrun, or submitit's distributed environment on Slurm).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from malm import config as C
+from malm.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ environment
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world_size); initialises the process group when WORLD_SIZE > 1 (env:// rendezvous)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), world
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 9_973 + rank * 101) % (2**31)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    import random
+
+    random.seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+# ------------------------------------------------------------------------------------- data
+def vocab_size(cache_dir: Path) -> int:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(cache_dir / "tokenizer.json")).get_vocab_size()
+
+
+def num_patches(cfg: C.Config) -> int:
+    return (cfg.model.image.img_size // cfg.model.image.patch_size) ** 2
+
+
+def make_loader(cfg: C.Config, cache_dir: Path, split: str, train: bool, batch_size: int,
+                device: torch.device, rank: int = 0, world: int = 1):
+    from malm.data.dataset import MaskingCollate, RecipeImageDataset
+
+    ds = RecipeImageDataset(cache_dir, split, train=train, image_size=cfg.model.image.img_size)
+    collate = MaskingCollate(num_patches(cfg), cfg.model.mask.ratio if train else 0.0,
+                             cfg.model.mask.recipe_ratio if train else 0.0, mask_id=2,
+                             seed=cfg.train.seed)
+    sampler = None
+    if world > 1 and train:
+        sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True,
+                                                                  seed=cfg.train.seed, drop_last=True)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                        drop_last=train, num_workers=cfg.data.num_workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    return loader, collate, sampler
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# -------------------------------------------------------------------------------- embedding
+@torch.no_grad()
+def embed_split(model, cfg: C.Config, cache_dir: Path, split: str, device: torch.device,
+                limit: int | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed every pair of a split (first image, centre crop) -> image [N,E], recipe [N,E], ids [N],
+    rows sorted by recipe id. ``limit`` keeps the first ``limit`` ids."""
+    loader, _, _ = make_loader(cfg, cache_dir, split, train=False, batch_size=max(cfg.train.batch_size, 128),
+                               device=device)
+    model.eval()
+    amp = device.type == "cuda" and cfg.train.amp
+    imgs, recs, ids = [], [], []
+    for batch in tqdm(loader, desc=f"embed {split}", disable=not progress, leave=False):
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            imgs.append(model.embed_image(batch["image"]).float().cpu())
+            recs.append(model.embed_recipe(batch).float().cpu())
+        ids.extend(batch["id"])
+    image, recipe = torch.cat(imgs).numpy(), torch.cat(recs).numpy()
+    ids_arr = np.asarray(ids)
+    order = np.argsort(ids_arr, kind="stable")
+    image, recipe, ids_arr = image[order], recipe[order], ids_arr[order]
+    if limit is not None:
+        image, recipe, ids_arr = image[:limit], recipe[:limit], ids_arr[:limit]
+    return image.astype(np.float32), recipe.astype(np.float32), ids_arr
+
+
+def save_embeddings(path: str | os.PathLike, image: np.ndarray, recipe: np.ndarray, ids: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, image=image, recipe=recipe, ids=ids)
+    os.replace(tmp, path)
+
+
+def validate(model, cfg: C.Config, cache_dir: Path, device: torch.device, progress: bool) -> dict[str, float]:
+    """Validation R@1 / medR on the first ``train.val_pairs`` val pairs (one 1k bag, tfood protocol)."""
+    from malm.eval.metrics import evaluate
+
+    image, recipe, ids = embed_split(model, cfg, cache_dir, "val", device, limit=cfg.train.val_pairs,
+                                     progress=progress)
+    res = evaluate(image, recipe, ids, protocol="tfood", bag_size=len(ids), n_bags=1)
+    return {"val/img2rec_R@1": res["img2rec"]["R@1"]["mean"], "val/rec2img_R@1": res["rec2img"]["R@1"]["mean"],
+            "val/img2rec_medR": res["img2rec"]["medR"]["mean"], "val/bag_size": float(len(ids))}
+
+
+# ------------------------------------------------------------------------------------ train
+def _dvclive_replay(run_dir: Path, history: list[dict[str, float]]):
+    """(Re)write dvclive logs from the checkpointed history: exact after a resume, no duplicates."""
+    from dvclive import Live
+
+    live = Live(dir=str(run_dir / "dvclive"), resume=False, save_dvc_exp=False, dvcyaml=None,
+                report=None)
+    for row in history:
+        for k, v in row.items():
+            if k != "epoch":
+                live.log_metric(k, v)
+        live.next_step()
+    return live
+
+
+def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
+          restart_on_config_change: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (config.yaml, checkpoint.pt, history.json, dvclive/, metrics.json).
+
+    Resumes from ``run_dir/checkpoint.pt`` when present (a checkpoint of another config is an error,
+    or with ``restart_on_config_change`` is removed and training starts afresh); returns the final
+    metrics.
+    """
+    from malm.data.cache import prepare
+    from malm.losses.criterion import MALMCriterion
+    from malm.models.malm import build_model
+    from malm.train.ema import cosine_momentum_schedule
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.train.device)
+    rank, world = init_distributed(device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+    ckpt_path = run_dir / CHECKPOINT
+    state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if state is not None:
+        saved = C.from_dict(state["config"])
+        if C.identity(saved) != C.identity(cfg):
+            if not restart_on_config_change:
+                raise C.ConfigError(f"{ckpt_path} was made with a different config; use a new --run-dir "
+                                    f"(see {run_dir / 'config.yaml'} for the one it was made with)")
+            log.warning("%s: config changed; starting afresh", ckpt_path)
+            for name in (CHECKPOINT, "history.json", "metrics.json"):
+                (run_dir / name).unlink(missing_ok=True)
+            state = None
+        if state is not None and state.get("finished"):
+            log.info("run %s already finished; nothing to do", run_dir)
+            return state["metrics"]
+    if rank == 0:
+        C.save(cfg, run_dir / "config.yaml")
+
+    cache_dir = prepare(cfg.data, progress=progress and rank == 0)
+    seed_everything(cfg.train.seed)  # model init
+    model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir)).to(device)
+    criterion = MALMCriterion(cfg.loss).to(device)
+    params = model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay)
+    params.extend([{"params": [p for p in criterion.parameters() if p.requires_grad], "lr": cfg.train.lr}])
+    params = [g for g in params if g["params"]]
+    optimizer = torch.optim.Adam(params, fused=device.type == "cuda")
+    loader, collate, sampler = make_loader(cfg, cache_dir, "train", True, cfg.train.batch_size // world,
+                                           device, rank, world)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    warm = max(cfg.train.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    momentum = cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
+                                        cfg.train.epochs, steps_per_epoch)
+
+    start_epoch, history, wall = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        criterion.load_state_dict(state["criterion"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history, wall = state["epoch"], state["history"], state["wall_s"]
+        log.info("resuming %s at epoch %d/%d", run_dir, start_epoch, cfg.train.epochs)
+
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    live = _dvclive_replay(run_dir, history) if rank == 0 else None
+    amp = device.type == "cuda" and cfg.train.amp
+
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        g = seed_everything(epoch_seed(cfg.train.seed, epoch, rank))
+        loader.generator = g  # data order and worker seeds of this epoch
+        collate.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.set_image_trainable(epoch >= cfg.train.freeze_image_epochs)
+        model.train()
+        sums: dict[str, float] = {}
+        n_seen = 0
+        bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.train.epochs}",
+                   disable=not progress or rank != 0, leave=False)
+        for i, batch in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            batch = to_device(batch, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = train_model(batch)
+                losses = criterion(out, batch, epoch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            model.update_teacher(float(momentum[min(step, total_steps - 1)]))
+            bs = batch["image"].shape[0]
+            n_seen += bs
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * bs
+            if i % max(cfg.train.log_every, 1) == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        train_secs = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, **{f"train/{k}": v / max(n_seen, 1) for k, v in sums.items()}}
+        for gi, group in enumerate(optimizer.param_groups):
+            row[f"lr/{group.get('name', gi)}"] = group["lr"]
+        row["train/samples_per_s"] = n_seen * world / max(train_secs, 1e-9)
+        if rank == 0:
+            row.update(validate(model, cfg, cache_dir, device, progress))
+        wall += time.perf_counter() - t0
+        history.append(row)
+        finished = epoch + 1 == cfg.train.epochs
+        if finished:
+            metrics = {"variant": cfg.variant, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+                       "wall_s": wall, **{k: v for k, v in row.items() if k.startswith("val/")}}
+        if rank == 0:
+            save_checkpoint(ckpt_path, {
+                "config": C.to_dict(cfg), "epoch": epoch + 1, "history": history, "wall_s": wall,
+                "model": model.state_dict(), "criterion": criterion.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "finished": finished, "metrics": metrics})
+            C.atomic_write_json(run_dir / "history.json", history)
+            for k, v in row.items():
+                if k != "epoch":
+                    live.log_metric(k, v)
+            live.next_step()
+            log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+    if rank == 0:
+        if not metrics:
+            metrics = state["metrics"] if state else {}
+        C.atomic_write_json(run_dir / "metrics.json", metrics)
+        live.end()
+    return metrics
+
+
+def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(model, cfg, cache_dir) from a run directory's checkpoint and the config it carries."""
+    from malm.data.cache import prepare
+    from malm.models.malm import build_model
+
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    cfg = C.from_dict(state["config"])
+    if not state.get("finished"):
+        log.warning("%s is not finished (epoch %d of %d)", run_dir, state["epoch"], cfg.train.epochs)
+    cache_dir = prepare(cfg.data, progress=False)
+    model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir))
+    model.load_state_dict(state["model"])
+    return model.to(device), cfg, cache_dir
+
+
+def embed(run_dir: str | os.PathLike, split: str, out: str | os.PathLike, progress: bool = True) -> Path:
+    """Embed ``split`` with the trained run -> ``out`` (.npz: image, recipe, ids sorted by id)."""
+    device = resolve_device("auto")
+    model, cfg, cache_dir = load_trained(run_dir, device)
+    image, recipe, ids = embed_split(model, cfg, cache_dir, split, device, progress=progress)
+    save_embeddings(out, image, recipe, ids)
+    log.info("wrote %s: %d pairs, dim %d", out, len(ids), image.shape[1])
+    return Path(out)
+

@@ -1,0 +1,84 @@
+"""The variant registry: every baseline and ablation is a named YAML overlay of the config tree.
+
+A variant file (``baselines/*.yaml``, ``ablations/*.yaml``) holds::
+
+    display: +LLC                 # the name the tables print
+    description: ...
+    paper: {table2: "+LLC"}       # the paper rows it corresponds to (malm_paper_tables.csv)
+    overlay: {loss: {...}}        # applied on top of the base config
+    alias_of: no_distill          # optional: the same configuration as another variant
+
+The CLI (``malm variants``, ``malm train --variant``), DVC (``params.yaml``) and the Slurm grids all
+resolve names here, so a variant exists in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from malm.config import Config, ConfigError, load_yaml, merge
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VARIANT_DIRS = (REPO_ROOT / "baselines", REPO_ROOT / "ablations")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    display: str
+    description: str
+    source: Path
+    overlay: Mapping[str, Any] = field(default_factory=dict)
+    alias_of: str | None = None
+    paper: Mapping[str, str] = field(default_factory=dict)
+
+
+def registry(dirs: tuple[Path, ...] = VARIANT_DIRS) -> dict[str, Variant]:
+    """All variants by name, aliases resolved to their target's overlay."""
+    raw: dict[str, Variant] = {}
+    for d in dirs:
+        for path in sorted(d.glob("*.yaml")):
+            spec = load_yaml(path)
+            unknown = set(spec) - {"display", "description", "overlay", "alias_of", "paper"}
+            if unknown:
+                raise ConfigError(f"{path}: unknown variant keys {sorted(unknown)}")
+            if path.stem in raw:
+                raise ConfigError(f"variant '{path.stem}' defined twice: {raw[path.stem].source}, {path}")
+            raw[path.stem] = Variant(
+                name=path.stem,
+                display=str(spec.get("display", path.stem)),
+                description=str(spec.get("description", "")),
+                source=path,
+                overlay=spec.get("overlay") or {},
+                alias_of=spec.get("alias_of"),
+                paper=spec.get("paper") or {},
+            )
+    for v in list(raw.values()):
+        if v.alias_of is None:
+            continue
+        target = raw.get(v.alias_of)
+        if target is None or target.alias_of is not None:
+            raise ConfigError(f"{v.source}: alias_of '{v.alias_of}' is not a registered, non-alias variant")
+        if v.overlay:
+            raise ConfigError(f"{v.source}: an alias must not carry its own overlay")
+        raw[v.name] = Variant(**{**v.__dict__, "overlay": target.overlay})
+    return raw
+
+
+def get(name: str) -> Variant:
+    reg = registry()
+    if name not in reg:
+        raise ConfigError(f"unknown variant '{name}'. Registered: {', '.join(sorted(reg))}")
+    return reg[name]
+
+
+def resolve(name: str, base: Config | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Base config (defaults or params.yaml) <- variant overlay <- command-line overrides."""
+    cfg = base if base is not None else Config()
+    cfg = merge(cfg, get(name).overlay)
+    cfg = merge(cfg, {"variant": name})
+    if overrides:
+        cfg = merge(cfg, overrides)
+    return cfg

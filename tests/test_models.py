@@ -1,0 +1,333 @@
+"""Forward/backward over every model variant (timm ``tests/test_models.py`` style) + image encoder
+masking cost, inference path, pretrained loading."""
+
+from __future__ import annotations
+
+import copy
+import math
+import zipfile
+
+import pytest
+import torch
+import torch.nn as nn
+
+from malm.config import Config, ImageEncoderConfig, from_dict, merge
+from malm.losses import MALMCriterion
+from malm.models import MALM, build_model
+from malm.models.image import ImageEncoder, create_vit, load_pretrained
+
+# Tiny widths: 32 px images, patch 8 -> P = 16 patches.
+TINY = {
+    "model": {
+        "image": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        "recipe": {"width": 32, "heads": 2, "layers": 1, "decoder_layers": 1},
+        "matching": {"width": 32, "heads": 2, "layers": 2},
+        "distill": {"predictor_width": 24, "predictor_heads": 2, "predictor_layers": 1},
+        "embed_dim": 16,
+    },
+}
+VOCAB = 40
+
+_OFF = {"lambda_gc": 0.0, "lambda_lc": 0.0, "lambda_dist": 0.0}
+# (name, overlay of the Config tree). To be replaced by the registry ``malm.variants``.
+VARIANTS: list[tuple[str, dict]] = [
+    ("baseline", {"loss": dict(_OFF), "model": {"mask": {"ratio": 0.0}}}),
+    ("global_only", {"loss": {**_OFF, "lambda_gc": 1.0}, "model": {"mask": {"ratio": 0.0}}}),
+    ("llc", {"loss": {**_OFF, "lambda_lc": 1.0}, "model": {"mask": {"ratio": 0.75}}}),
+    ("no_mask", {"loss": {"lambda_dist": 1.0}, "model": {"mask": {"ratio": 0.0}}}),
+    ("no_distill", {"loss": {"lambda_dist": 0.0}, "model": {"mask": {"ratio": 0.75}}}),
+    ("malm", {"model": {"mask": {"ratio": 0.75}}}),
+    ("mask_both", {"model": {"mask": {"ratio": 0.75, "recipe_ratio": 0.75}}}),
+]
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def variant_config(overlay: dict) -> Config:
+    return from_dict(_deep_merge(TINY, overlay))
+
+
+def make_batch(cfg: Config, B: int = 4, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    img = cfg.model.image
+    P = (img.img_size // img.patch_size) ** 2
+    n_hidden = int(round(cfg.model.mask.ratio * P))
+    mask = torch.zeros(B, P, dtype=torch.bool)
+    for b in range(B):
+        mask[b, torch.randperm(P, generator=g)[:n_hidden]] = True
+    title = torch.randint(3, VOCAB, (B, 6), generator=g)
+    title[:, 4:] = 0
+    ingrs = torch.randint(3, VOCAB, (B, 5, 7), generator=g)
+    ingrs[:, :, 5:] = 0
+    ingrs[1, 2:] = 0  # absent lines
+    instrs = torch.randint(3, VOCAB, (B, 4, 7), generator=g)
+    instrs[0] = 0  # a recipe without instructions
+    instrs[2, :, 3:] = 0
+    return {"image": torch.randn(B, 3, img.img_size, img.img_size, generator=g),
+            "title": title, "ingrs": ingrs, "instrs": instrs,
+            "cls": torch.tensor([1, 1, 2, 0])[:B], "mask": mask}
+
+
+def expected_parts(cfg: Config) -> dict:
+    loss, ratio = cfg.loss, cfg.model.mask.ratio
+    matching = loss.lambda_gc > 0 or loss.lambda_lc > 0
+    distill = loss.lambda_dist > 0 and ratio > 0
+    return {"matching": matching, "predictor": distill, "teacher": distill,
+            "mask_token": ratio > 0 and (matching or distill)}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name,overlay", VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_variant_forward_backward(name, overlay):
+    cfg = variant_config(overlay)
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    model.train()
+    batch = make_batch(cfg)
+    out = model(batch)
+    parts = expected_parts(cfg)
+
+    # parts a variant switches off do not exist
+    names = [n for n, _ in model.named_parameters()]
+    for part in ("matching", "predictor", "teacher"):
+        assert (getattr(model, part) is not None) == parts[part], part
+        assert any(n.startswith(part + ".") for n in names) == parts[part], part
+    assert (model.image_encoder.mask_token is not None) == parts["mask_token"]
+
+    B, E, P = 4, cfg.model.embed_dim, 16
+    C, D = cfg.model.image.embed_dim, cfg.model.matching.width
+    S = 6 + 5 + 4
+    assert out["img_emb"].shape == (B, E) and out["rec_emb"].shape == (B, E)
+    assert torch.allclose(out["img_emb"].norm(dim=-1), torch.ones(B), atol=1e-5)
+    if parts["matching"]:
+        assert out["i_att"].shape == (B, 1 + P, D)
+        assert out["attn"].shape == (B, 1 + P, S)
+        assert out["r_att"].shape == (B, S, D)
+        # A_I rows are distributions over the non-pad recipe tokens
+        assert torch.allclose(out["attn"].sum(-1), torch.ones(B, 1 + P), atol=1e-5)
+        assert (out["attn"].masked_select(out["rec_pad"][:, None, :].expand_as(out["attn"])) == 0).all()
+    else:
+        assert "i_att" not in out
+    if parts["predictor"]:
+        assert out["dist_pred"].shape == out["dist_target"].shape == (B, P, C)
+        assert not out["dist_target"].requires_grad
+        assert torch.equal(out["mask"], batch["mask"])
+    else:
+        assert "dist_pred" not in out
+    for k, v in out.items():
+        if v.is_floating_point():
+            assert torch.isfinite(v).all(), k
+
+    logs = MALMCriterion(cfg.loss)(out, batch, epoch=0)
+    assert torch.isfinite(logs["loss"])
+    logs["loss"].backward()
+    missing = [n for n, p in model.student_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"{name}: no gradient for {missing}"
+    if model.teacher is not None:
+        assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
+        assert not model.teacher.module.training
+
+
+def _count_block_tokens(encoder: ImageEncoder) -> list[int]:
+    seen: list[int] = []
+    encoder.vit.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    return seen
+
+
+def test_student_processes_only_visible_tokens():
+    cfg = variant_config(VARIANTS[5][1])  # malm, ratio 0.75 of 16 patches -> 12 hidden
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    student = _count_block_tokens(model.image_encoder)
+    teacher = _count_block_tokens(model.teacher.module)
+    model(make_batch(cfg))
+    assert student == [1 + 4]
+    assert teacher == [1 + 16]
+
+
+def test_embed_image_equals_unmasked_path():
+    cfg = variant_config(VARIANTS[5][1])
+    model = build_model(cfg.model, cfg.loss, VOCAB).eval()
+    batch = make_batch(cfg)
+    batch["mask"] = torch.zeros_like(batch["mask"])
+    with torch.no_grad():
+        emb = model.embed_image(batch["image"])
+        out = model(batch)
+        plain = model.image_encoder.vit.forward_features(batch["image"])[:, 0]
+        assert torch.allclose(emb, out["img_emb"], atol=1e-6)
+        assert torch.allclose(emb, model.image_head(plain), atol=1e-6)
+        assert torch.allclose(model.embed_recipe(batch), out["rec_emb"], atol=1e-6)
+
+
+def test_masked_tokens_keep_visible_positions():
+    """I_f: visible tokens at their own positions, mask token + pos embed at hidden ones."""
+    cfg = variant_config(VARIANTS[5][1])
+    enc = build_model(cfg.model, cfg.loss, VOCAB).image_encoder.eval()
+    batch = make_batch(cfg)
+    with torch.no_grad():
+        full = enc(batch["image"], batch["mask"])
+        fill = enc.mask_token + enc._patch_pos_embed()
+        m = batch["mask"]
+        assert torch.allclose(full[:, 1:][m], fill.expand(m.shape[0], -1, -1)[m])
+        # a visible patch's token = the token from running the blocks on the visible subset
+        b, p = 0, int((~m[0]).nonzero()[0])
+        x = enc._embed(batch["image"][:1])
+        keep = (~m[0]).nonzero().squeeze(1)
+        sub = torch.cat([x[:, :1], x[:, 1:][:, keep]], 1)
+        ref = enc.vit.norm(enc._blocks(sub))
+        assert torch.allclose(full[b, 1 + p], ref[0, 1], atol=1e-5)
+
+
+def test_frozen_image_encoder_and_param_groups():
+    cfg = variant_config(VARIANTS[5][1])
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    model.set_image_trainable(False)
+    batch = make_batch(cfg)
+    MALMCriterion(cfg.loss)(model(batch), batch)["loss"].backward()
+    assert all(p.grad is None for p in model.image_encoder.vit.parameters())
+    assert model.image_encoder.mask_token.grad is not None
+    groups = model.param_groups(lr=1e-5, lr_image=1e-6, weight_decay=0.05)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.student_parameters()))
+    vit_ids = {id(p) for p in model.image_encoder.vit.parameters()}
+    for g in groups:
+        assert (g["lr"] == 1e-6) == g["name"].startswith("image")
+        assert all((id(p) in vit_ids) == g["name"].startswith("image") for p in g["params"])
+    assert not ({id(p) for p in model.teacher.parameters()} & set(ids))
+
+
+def test_update_teacher_and_train_mode():
+    cfg = variant_config(VARIANTS[5][1])
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    model.train()
+    assert not model.teacher.module.training
+    with torch.no_grad():
+        for p in model.image_encoder.parameters():
+            p.add_(1.0)
+    t0 = [p.clone() for p in model.teacher.parameters()]
+    model.update_teacher(0.9)
+    for t, before, s in zip(model.teacher.parameters(), t0, model.image_encoder.parameters()):
+        assert torch.allclose(t, 0.9 * before + 0.1 * s)
+
+
+# ------------------------------------------------------------------------------- weights
+def _tiny_image_cfg(**kw) -> ImageEncoderConfig:
+    return merge(ImageEncoderConfig(), {**TINY["model"]["image"], **kw})
+
+
+def _to_openai(state: dict) -> dict:
+    """timm CLIP ViT state dict -> OpenAI CLIP ``visual.*`` layout (inverse of timm's converter)."""
+    out = {}
+    for k, v in state.items():
+        if k == "cls_token":
+            k, v = "class_embedding", v[0, 0]
+        elif k == "pos_embed":
+            k, v = "positional_embedding", v[0]
+        else:
+            for a, b in (("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"), ("blocks.", "transformer.resblocks."),
+                         ("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv.", "attn.in_proj_"),
+                         ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+                k = k.replace(a, b)
+            if k.startswith("norm."):
+                k = k.replace("norm.", "ln_post.")
+        out["visual." + k] = v
+    out["visual.proj"] = torch.randn(state["pos_embed"].shape[-1], 8)  # CLIP's projection: dropped
+    return out
+
+
+def _assert_same(a: nn.Module, b: nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors", "openai", "openai_jit"])
+def test_load_pretrained_formats(tmp_path, fmt):
+    src = create_vit(_tiny_image_cfg())
+    state = src.state_dict()
+    path = tmp_path / f"w.{'safetensors' if fmt == 'safetensors' else 'pt'}"
+    if fmt == "pt":
+        torch.save({"state_dict": state}, path)
+    elif fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    elif fmt == "openai":
+        torch.save(_to_openai(state), path)
+    else:  # a TorchScript archive holding visual.* parameters, like OpenAI's released files
+        torch.jit.save(torch.jit.script(_ParamTree(_to_openai(state))), str(path))
+        with zipfile.ZipFile(path) as zf:
+            assert any(n.endswith("constants.pkl") for n in zf.namelist())
+    enc = ImageEncoder(_tiny_image_cfg(pretrained=str(path), allow_random_init=False))
+    _assert_same(enc.vit, src)
+
+
+class _ParamTree(nn.Module):
+    """Nested modules holding a flat state dict (to script a fake OpenAI JIT file)."""
+
+    def __init__(self, state: dict | None = None):
+        super().__init__()
+        for k, v in (state or {}).items():
+            *path, leaf = k.split(".")
+            mod = self
+            for part in path:
+                if not hasattr(mod, part):
+                    mod.add_module(part, _ParamTree())
+                mod = getattr(mod, part)
+            mod.register_parameter(leaf, nn.Parameter(v.clone()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_load_pretrained_resizes_pos_embed(tmp_path):
+    src = create_vit(_tiny_image_cfg())  # 32 px -> 4x4 grid
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    enc = ImageEncoder(_tiny_image_cfg(img_size=48, pretrained=str(tmp_path / "w.pth"),
+                                       allow_random_init=False))
+    assert enc.vit.pos_embed.shape == (1, 1 + 36, 32)
+    assert torch.equal(enc.vit.pos_embed[:, 0], src.pos_embed[:, 0])  # CLS position kept
+    assert torch.equal(enc.vit.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+
+
+def test_load_pretrained_errors(tmp_path, caplog):
+    vit = create_vit(_tiny_image_cfg())
+    with pytest.raises(ValueError, match="model.image.pretrained"):
+        load_pretrained(vit, None, allow_random_init=False)
+    with caplog.at_level("WARNING"):
+        assert load_pretrained(vit, None, allow_random_init=True) == "random"
+    assert "random init" in caplog.text
+    with pytest.raises(FileNotFoundError, match="model.image.pretrained"):
+        load_pretrained(vit, str(tmp_path / "missing.pt"))
+    with pytest.raises(RuntimeError, match="model.image.pretrained"):
+        load_pretrained(vit, "vit_tiny_patch16_224.no_such_tag")
+    other = create_vit(_tiny_image_cfg(embed_dim=48))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises((ValueError, RuntimeError)):
+        load_pretrained(vit, str(tmp_path / "other.pt"))
+
+
+def test_robust_to_all_pad_fields():
+    cfg = variant_config(VARIANTS[5][1])
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    batch = make_batch(cfg)
+    batch["ingrs"][:] = 0
+    batch["instrs"][:] = 0
+    batch["title"][3] = 0
+    out = model(batch)
+    assert all(torch.isfinite(v).all() for v in out.values() if v.is_floating_point())
+    assert math.isfinite(float(MALMCriterion(cfg.loss)(out, batch)["loss"]))
+
+
+def test_model_type():
+    cfg = variant_config({})
+    assert isinstance(build_model(cfg.model, cfg.loss, VOCAB), MALM)
