@@ -189,6 +189,19 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from malm.launch import grid
+
+    if args.grid_command == "submit":
+        grid.submit_grid(args.grid, executor=args.executor, cli_overrides=args.overrides)
+    elif args.grid_command == "status":
+        grid.status(args.grid)
+    else:
+        for name, path in grid.collect(args.grid, dataset=args.dataset).items():
+            print(f"{name}: {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 def make_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
@@ -288,6 +301,28 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
     p.add_argument("--order", nargs="*", default=None, help="Variant order in tables and figures.")
     p.set_defaults(func=cmd_tables)
+
+    # grid
+    grid = sub.add_parser("grid", help="Ablation grids as Slurm job arrays: submit, status, collect.",
+                          description="A grid file (ablations/grids/*.yaml) lists variants x seeds x "
+                                      "overrides; each cell trains, embeds and evaluates.")
+    gsub = grid.add_subparsers(dest="grid_command", required=True, metavar="GRID_COMMAND")
+    p = gsub.add_parser("submit", help="Submit the grid's unfinished cells as one job array and return.",
+                        description="Submit every cell that is neither finished nor queued/running as ONE "
+                                    "job array, then return. Re-submitting skips finished cells.")
+    p.add_argument("grid", help="Grid file, e.g. ablations/grids/table3.yaml.")
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
+                   help="slurm (default): the Slurm cluster; local: subprocesses on this machine.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Config overrides for every cell, e.g. train.epochs=4.")
+    p.set_defaults(func=cmd_grid)
+    p = gsub.add_parser("status", help="Per-cell state: FINISHED, or the scheduler's job state.")
+    p.add_argument("grid", help="Grid file.")
+    p.set_defaults(func=cmd_grid)
+    p = gsub.add_parser("collect", help="Gather the grid's results into the same tables as DVC.")
+    p.add_argument("grid", help="Grid file.")
+    p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
+    p.set_defaults(func=cmd_grid)
     return parser
 
 

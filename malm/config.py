@@ -178,6 +178,8 @@ class SlurmConfig:
     qos: str | None = _f(None, "Slurm QOS.")
     constraint: str | None = _f(None, "Slurm node constraint, e.g. a100.")
     array_parallelism: int = _f(8, "How many array tasks of a grid run at once.")
+    signal_delay_s: int | None = _f(None, "Seconds before the time limit at which Slurm sends USR2 so the "
+                                    "job checkpoints and requeues (null = min(90, limit - 40 s)).")
     max_requeues: int = _f(3, "How many times a timed-out/preempted job may requeue.")
     log_dir: str = _f("slurm_logs", "Where submitit writes job logs.")
 

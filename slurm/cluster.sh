@@ -8,13 +8,16 @@
 #   bash slurm/cluster.sh status   daemon states + sinfo
 #
 # Must run as root. Environment knobs: MALM_SLURM_CLUSTER (malm), MALM_SLURM_PARTITION (debug),
-# MALM_SLURM_WAIT_S (timeout of every wait, 60), MALM_SLURM_FORCE_CONF=1 rewrites the configs.
+# MALM_SLURM_WAIT_S (timeout of every wait, 60). The configs are regenerated on every start; when
+# one changed while the cluster runs, the daemons that read it are restarted (jobs survive).
 #
-# Timing, tuned for tests with minute-long limits (see slurm/README.md for the measurements):
-#   KillWait=5          SIGTERM -> SIGKILL at the time limit after 5 s (default 30)
-#   AuthInfo cred_expire=30   a requeued job may start again 30 s after the requeue (default 120)
-#   sched_interval/bf_interval=5   a requeued job is picked up within ~5 s of becoming eligible
-#   MinJobAge=60        finished jobs leave slurmctld after 60 s (sacct keeps them)
+# Timers for tests with minute-long limits (measurements in slurm/README.md):
+#   KillWait=5                       SIGTERM -> SIGKILL 5 s after a time limit is enforced (30)
+#   AuthInfo=cred_expire=30          a requeued job may start 30 s after the requeue (120)
+#   sched_interval=5,bf_interval=5   ... and is scheduled within ~5 s of becoming eligible
+#   MinJobAge=60                     finished jobs leave slurmctld after 60 s; sacct keeps them
+# Not tunable: slurmctld tests time limits every 30 s, so --signal=USR2@N arrives N..N+30 s before
+# the limit and a job is killed 0..30 s after it (malm/launch/submit.py: signal_delay_s).
 set -euo pipefail
 
 CLUSTER=${MALM_SLURM_CLUSTER:-malm}
@@ -59,18 +62,25 @@ wait_until() {
     done
 }
 
+# alive PID NAME: PID is a live (not zombie) process named NAME.
+alive() {
+    [[ $1 =~ ^[0-9]+$ && "$(cat /proc/"$1"/comm 2>/dev/null)" == "$2" ]] || return 1
+    [[ "$(awk '{print $3}' /proc/"$1"/stat 2>/dev/null)" != Z ]]
+}
+
 # pid_of NAME [PIDFILE]: print the pid of the running daemon NAME (exact process name); prefer the
 # pid file, drop it when stale, fall back to a process of that exact name (started elsewhere).
 pid_of() {
     local name=$1 pidfile=${2:-} pid
     if [[ -n $pidfile && -f $pidfile ]]; then
         pid=$(<"$pidfile")
-        if [[ $pid =~ ^[0-9]+$ && "$(cat /proc/"$pid"/comm 2>/dev/null)" == "$name" ]]; then
-            echo "$pid"; return 0
-        fi
+        if alive "$pid" "$name"; then echo "$pid"; return 0; fi
         rm -f "$pidfile"   # stale: the process is gone or the pid was reused
     fi
-    pgrep -x "$name" | head -n 1 | grep . || return 1
+    for pid in $(pgrep -x "$name"); do
+        if alive "$pid" "$name"; then echo "$pid"; return 0; fi
+    done
+    return 1
 }
 
 # ---------------------------------------------------------------------------------------- install
@@ -81,24 +91,18 @@ install_packages() {
     done
     ((${#missing[@]} == 0)) && return 0
     say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PKGS[@]}" \
-        >/dev/null
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends "${PKGS[@]}" >/dev/null
 }
 
 # ---------------------------------------------------------------------------------------- configs
-write_configs() {
-    mkdir -p "$ETC" "$LOG" "$RUN" "$SPOOL_CTLD" "$SPOOL_D"
-    local conf=$ETC/slurm.conf
-    if [[ -f $conf && -z ${MALM_SLURM_FORCE_CONF:-} ]] && grep -q "^ClusterName=$CLUSTER$" "$conf"; then
-        say "keeping $conf (MALM_SLURM_FORCE_CONF=1 rewrites it)"
-    else
-        local cpus mem_mb
-        cpus=$(nproc)
-        mem_mb=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 - 1024))
-        say "writing $conf (node $HOST: CPUs=$cpus RealMemory=${mem_mb}M)"
-        cat >"$conf" <<EOF
-# Written by slurm/cluster.sh: a single-node test cluster (not for production).
+slurm_conf() {
+    local cpus mem_mb
+    cpus=$(nproc)
+    mem_mb=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 - 1024))
+    cat <<EOF
+# Written by slurm/cluster.sh (regenerated on every start): a single-node test cluster.
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
@@ -111,9 +115,11 @@ TaskPlugin=task/none
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# Without it one job takes the whole node's memory and the next stays PENDING.
 DefMemPerCPU=1024
 MailProg=/bin/true
 ReturnToService=2
+# submitit requeues timed-out/preempted jobs with scontrol requeue.
 JobRequeue=1
 StateSaveLocation=$SPOOL_CTLD
 SlurmdSpoolDir=$SPOOL_D
@@ -136,12 +142,11 @@ JobAcctGatherFrequency=30
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-    fi
-    local dbd=$ETC/slurmdbd.conf
-    if [[ ! -f $dbd || -n ${MALM_SLURM_FORCE_CONF:-} ]]; then
-        say "writing $dbd"
-        cat >"$dbd" <<EOF
-# Written by slurm/cluster.sh.
+}
+
+slurmdbd_conf() {
+    cat <<EOF
+# Written by slurm/cluster.sh (regenerated on every start).
 AuthType=auth/munge
 DbdHost=localhost
 SlurmUser=root
@@ -153,8 +158,27 @@ StorageUser=$DB_USER
 StoragePass=$DB_PASS
 StorageLoc=$DB_NAME
 EOF
-        chmod 600 "$dbd"   # slurmdbd refuses a config readable by others
-    fi
+}
+
+# install_file PATH MODE < content: replace PATH when the content differs; status 0 = changed.
+install_file() {
+    local path=$1 mode=$2 tmp
+    tmp=$(mktemp "$path.XXXXXX")
+    cat >"$tmp"
+    chmod "$mode" "$tmp"
+    if [[ -f $path ]] && cmp -s "$tmp" "$path"; then rm -f "$tmp"; return 1; fi
+    mv -f "$tmp" "$path"
+    say "wrote $path"
+}
+
+SLURM_CONF_CHANGED=0
+DBD_CONF_CHANGED=0
+write_configs() {
+    mkdir -p "$ETC" "$LOG" "$RUN" "$SPOOL_CTLD" "$SPOOL_D"
+    # slurmdbd refuses a config readable by others (it holds the DB password)
+    slurm_conf | install_file "$ETC/slurm.conf" 644 && SLURM_CONF_CHANGED=1
+    slurmdbd_conf | install_file "$ETC/slurmdbd.conf" 600 && DBD_CONF_CHANGED=1
+    return 0
 }
 
 # ---------------------------------------------------------------------------------------- daemons
@@ -169,7 +193,7 @@ start_munge() {
     chmod 755 /run/munge
     rm -f /run/munge/munged.pid   # stale; munged also refuses to start on a stale socket lock
     say "starting munged"
-    runuser -u munge -- /usr/sbin/munged --force || fail_with "$MUNGE_LOG" "munged did not start"
+    runuser -u munge -- /usr/sbin/munged --force 9>&- || fail_with "$MUNGE_LOG" "munged did not start"
     wait_until "$WAIT_S" "$MUNGE_LOG" "munge" bash -c 'munge -n | unmunge'
 }
 
@@ -186,7 +210,7 @@ start_mariadb() {
         # Socket only; setsid+nohup so it outlives this shell and the caller's terminal.
         setsid nohup /usr/sbin/mariadbd --user=mysql --datadir="$DB_DATA" --skip-networking \
             --socket="$DB_SOCK" --pid-file="$DB_PID" --log-error="$DB_LOG" \
-            --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+            --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 9>&- &
     fi
     wait_until "$WAIT_S" "$DB_LOG" "mariadbd" mariadb-admin --socket="$DB_SOCK" ping
     mariadb --socket="$DB_SOCK" -e "
@@ -199,7 +223,7 @@ start_mariadb() {
 start_slurmdbd() {
     if pid=$(pid_of slurmdbd "$RUN/slurmdbd.pid"); then say "slurmdbd running (pid $pid)"; else
         say "starting slurmdbd (log $LOG/slurmdbd.log)"
-        slurmdbd || fail_with "$LOG/slurmdbd.log" "slurmdbd did not start"
+        slurmdbd 9>&- || fail_with "$LOG/slurmdbd.log" "slurmdbd did not start"
     fi
     wait_until "$WAIT_S" "$LOG/slurmdbd.log" "slurmdbd (sacctmgr list cluster)" \
         sacctmgr -n list cluster
@@ -213,7 +237,7 @@ start_slurmdbd() {
 start_slurmctld() {
     if pid=$(pid_of slurmctld "$RUN/slurmctld.pid"); then say "slurmctld running (pid $pid)"; else
         say "starting slurmctld (log $LOG/slurmctld.log)"
-        slurmctld || fail_with "$LOG/slurmctld.log" "slurmctld did not start"
+        slurmctld 9>&- || fail_with "$LOG/slurmctld.log" "slurmctld did not start"
     fi
     wait_until "$WAIT_S" "$LOG/slurmctld.log" "slurmctld (scontrol ping)" \
         bash -c 'scontrol ping | grep -q "is UP"'
@@ -226,7 +250,7 @@ node_ready() {
 start_slurmd() {
     if pid=$(pid_of slurmd "$RUN/slurmd.pid"); then say "slurmd running (pid $pid)"; else
         say "starting slurmd (log $LOG/slurmd.log)"
-        slurmd || fail_with "$LOG/slurmd.log" "slurmd did not start"
+        slurmd 9>&- || fail_with "$LOG/slurmd.log" "slurmd did not start"
     fi
     local deadline=$((SECONDS + WAIT_S)) state
     until node_ready; do
@@ -244,8 +268,21 @@ start_slurmd() {
 cmd_start() {
     [[ $EUID -eq 0 ]] || die "run as root"
     local t0=$SECONDS
+    # one start at a time (several test runs may call it at once); daemons get 9>&- so that
+    # they do not inherit (and hold) the lock
+    exec 9>/run/malm-slurm-cluster.lock
+    flock -w "$WAIT_S" 9 || die "another cluster.sh start holds /run/malm-slurm-cluster.lock"
     install_packages
     write_configs
+    if ((SLURM_CONF_CHANGED)) && pid_of slurmctld "$RUN/slurmctld.pid" >/dev/null; then
+        say "slurm.conf changed: restarting slurmd and slurmctld (running jobs survive)"
+        stop_daemon slurmd "$RUN/slurmd.pid"
+        stop_daemon slurmctld "$RUN/slurmctld.pid"
+    fi
+    if ((DBD_CONF_CHANGED)) && pid_of slurmdbd "$RUN/slurmdbd.pid" >/dev/null; then
+        say "slurmdbd.conf changed: restarting slurmdbd"
+        stop_daemon slurmdbd "$RUN/slurmdbd.pid"
+    fi
     start_munge
     start_mariadb
     start_slurmdbd   # must answer, with the cluster added, before slurmctld starts
@@ -261,7 +298,7 @@ stop_daemon() {
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$((SECONDS + WAIT_S))
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive "$pid" "$name"; do
         if ((SECONDS >= deadline)); then
             say "$name (pid $pid) ignored SIGTERM for ${WAIT_S}s: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true

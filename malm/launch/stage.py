@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import submitit
+
 from malm import config as C
+from malm.launch.submit import Checkpointable
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,28 @@ def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
     raise ValueError(f"unknown stage {stage!r}")
 
 
+class StageJob(Checkpointable):
+    """A stage as a requeueable job: on time-out/preemption submitit resubmits it with the same
+    arguments and the trainer resumes from the run directory's last checkpoint (on every rank)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def __call__(self, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # DDP: RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK for torch
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            if self.stage != "train" and env.global_rank != 0:
+                return None  # embed/evaluate run on rank 0 only
+        return _run_inline(self.stage, cfg_dict, kwargs)
+
+
 def run_stage(stage: str, cfg: C.Config, executor: str | None = None, **kwargs: Any) -> Any:
     """Run ``stage`` inline, or submit it with the ``slurm`` config section and wait for it."""
     executor = executor or cfg.slurm.executor
     if executor == "inline":
         return _run_inline(stage, C.to_dict(cfg), kwargs)
-    from malm.launch.submit import StageJob, submit_and_wait
+    from malm.launch.submit import submit_and_wait
 
     slurm = C.merge(cfg.slurm, {"executor": executor})
     name = f"malm-{stage}-{cfg.variant}-s{cfg.train.seed}"

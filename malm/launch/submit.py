@@ -85,7 +85,8 @@ def executor_params(cfg: SlurmConfig, name: str | None = None) -> dict[str, Any]
         "cpus_per_task": cfg.cpus_per_task,
         "mem_gb": cfg.mem_gb,
         "slurm_array_parallelism": cfg.array_parallelism,
-        "slurm_signal_delay_s": signal_delay_s(cfg.timeout_min),
+        "slurm_signal_delay_s": (cfg.signal_delay_s if cfg.signal_delay_s is not None
+                                 else signal_delay_s(cfg.timeout_min)),
     }
     if cfg.gpus_per_node > 0:  # a GPU request on a CPU-only node is a gres error
         params["gpus_per_node"] = cfg.gpus_per_node
@@ -126,7 +127,7 @@ def submit(fn: Callable, *args: Any, cfg: SlurmConfig, folder: str | Path,
 def submit_and_wait(fn: Callable, *args: Any, cfg: SlurmConfig, folder: str | Path,
                     name: str | None = None, poll_s: float = 5.0,
                     timeout_s: float | None = None, **overrides: Any) -> Any:
-    """Submit ``fn(*args)``, block until it ends and return its result (raises :class:`JobFailed`)."""
+    """Submit ``fn(*args)``, block until it ends, return its result or raise :class:`JobFailed`."""
     job = submit(fn, *args, cfg=cfg, folder=folder, name=name, **overrides)
     return wait_for(job, poll_s=poll_s, timeout_s=timeout_s)
 
@@ -166,7 +167,7 @@ def wait_for(job: submitit.Job, poll_s: float = 5.0, timeout_s: float | None = N
     try:
         return job.result()
     except (FailedJobError, UncompletedJobError) as exc:  # the function raised, or gave up
-        raise JobFailed(job, state, str(exc)) from exc
+        raise JobFailed(job, state, str(exc), reason=f"gave no result (state {state})") from exc
 
 
 def job_state(job: submitit.Job) -> str:

@@ -75,9 +75,11 @@ def num_patches(cfg: C.Config) -> int:
 
 def make_loader(cfg: C.Config, cache_dir: Path, split: str, train: bool, batch_size: int,
                 device: torch.device, rank: int = 0, world: int = 1):
-    from malm.data.dataset import MaskingCollate, RecipeImageDataset
+    from malm.data.dataset import RecipeImageDataset
+    from malm.data.masking import MaskingCollate
 
-    ds = RecipeImageDataset(cache_dir, split, train=train, image_size=cfg.model.image.img_size)
+    ds = RecipeImageDataset(cache_dir, split, train=train, image_size=cfg.model.image.img_size,
+                            seed=cfg.train.seed)
     collate = MaskingCollate(num_patches(cfg), cfg.model.mask.ratio if train else 0.0,
                              cfg.model.mask.recipe_ratio if train else 0.0, mask_id=2,
                              seed=cfg.train.seed)
@@ -90,6 +92,14 @@ def make_loader(cfg: C.Config, cache_dir: Path, split: str, train: bool, batch_s
                         pin_memory=device.type == "cuda",
                         persistent_workers=False)
     return loader, collate, sampler
+
+
+def set_epoch(loader: DataLoader, collate, sampler, epoch: int) -> None:
+    """Seed this epoch's crops, masks and order from (seed, epoch): a resumed epoch replays exactly."""
+    loader.dataset.set_epoch(epoch)
+    collate.set_epoch(epoch)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -108,6 +118,11 @@ def embed_split(model, cfg: C.Config, cache_dir: Path, split: str, device: torch
     amp = device.type == "cuda" and cfg.train.amp
     imgs, recs, ids = [], [], []
     for batch in tqdm(loader, desc=f"embed {split}", disable=not progress, leave=False):
+        if batch is None:
+            continue
+        if batch.pop("n_skipped", 0):
+            raise RuntimeError(f"{cache_dir}/{split}: unreadable cached images while embedding; "
+                               "rebuild the cache (malm data prepare)")
         batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             imgs.append(model.embed_image(batch["image"]).float().cpu())
@@ -132,7 +147,7 @@ def save_embeddings(path: str | os.PathLike, image: np.ndarray, recipe: np.ndarr
 
 def validate(model, cfg: C.Config, cache_dir: Path, device: torch.device, progress: bool) -> dict[str, float]:
     """Validation R@1 / medR on the first ``train.val_pairs`` val pairs (one 1k bag, tfood protocol)."""
-    from malm.eval.metrics import evaluate
+    from malm.eval.protocol import evaluate
 
     image, recipe, ids = embed_split(model, cfg, cache_dir, "val", device, limit=cfg.train.val_pairs,
                                      progress=progress)
@@ -197,10 +212,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     cache_dir = prepare(cfg.data, progress=progress and rank == 0)
     seed_everything(cfg.train.seed)  # model init
     model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir)).to(device)
-    criterion = MALMCriterion(cfg.loss).to(device)
-    params = model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay)
-    params.extend([{"params": [p for p in criterion.parameters() if p.requires_grad], "lr": cfg.train.lr}])
-    params = [g for g in params if g["params"]]
+    criterion = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)  # stateless
+    params = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay)
+              if g["params"]]
     optimizer = torch.optim.Adam(params, fused=device.type == "cuda")
     loader, collate, sampler = make_loader(cfg, cache_dir, "train", True, cfg.train.batch_size // world,
                                            device, rank, world)
@@ -215,7 +229,6 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     start_epoch, history, wall = 0, [], 0.0
     if state is not None:
         model.load_state_dict(state["model"])
-        criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history, wall = state["epoch"], state["history"], state["wall_s"]
@@ -234,18 +247,19 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
         g = seed_everything(epoch_seed(cfg.train.seed, epoch, rank))
-        loader.generator = g  # data order and worker seeds of this epoch
-        collate.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        loader.generator = g  # data order of this epoch
+        set_epoch(loader, collate, sampler, epoch)
         model.set_image_trainable(epoch >= cfg.train.freeze_image_epochs)
         model.train()
         sums: dict[str, float] = {}
-        n_seen = 0
+        n_seen = skipped = 0
         bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
             step = epoch * steps_per_epoch + i
+            if batch is None:  # every image of the batch unreadable: counted by the dataset
+                continue
+            skipped += batch.pop("n_skipped", 0)
             batch = to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = train_model(batch)
@@ -266,12 +280,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * bs
             if i % max(cfg.train.log_every, 1) == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         train_secs = time.perf_counter() - t0
         row = {"epoch": epoch + 1, **{f"train/{k}": v / max(n_seen, 1) for k, v in sums.items()}}
         for gi, group in enumerate(optimizer.param_groups):
             row[f"lr/{group.get('name', gi)}"] = group["lr"]
         row["train/samples_per_s"] = n_seen * world / max(train_secs, 1e-9)
+        if skipped:
+            log.warning("epoch %d: %d unreadable images skipped", epoch + 1, skipped)
+            row["train/skipped_images"] = float(skipped)
         if rank == 0:
             row.update(validate(model, cfg, cache_dir, device, progress))
         wall += time.perf_counter() - t0
@@ -283,7 +300,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "config": C.to_dict(cfg), "epoch": epoch + 1, "history": history, "wall_s": wall,
-                "model": model.state_dict(), "criterion": criterion.state_dict(),
+                "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "finished": finished, "metrics": metrics})
             C.atomic_write_json(run_dir / "history.json", history)

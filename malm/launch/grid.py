@@ -1,0 +1,187 @@
+"""Ablation grids (variants x seeds x overrides) as one Slurm job array.
+
+A grid file (``ablations/grids/*.yaml``)::
+
+    name: table3
+    variants: [mask_0.25, mask_0.5, malm, mask_0.9]
+    seeds: [0, 1, 2]
+    config: [params.yaml]          # base config files, as `malm train --config`
+    overrides: {train: {epochs: 8}}  # applied to every cell
+
+Each cell trains, embeds the test split and evaluates every protocol x bag of the ``eval`` section,
+under ``<out>/runs/<variant>/seed<k>`` and ``<out>/metrics/<variant>/seed<k>`` - the same layout
+as the DVC pipeline, so ``malm grid collect`` builds the same tables. A cell is finished when its
+metrics exist; re-submitting skips finished cells and cells whose job is still queued or running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from malm import config as C
+from malm import variants
+from malm.launch.stage import StageJob, _run_inline
+
+log = logging.getLogger(__name__)
+JOBS = "jobs.json"
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "READY"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    seed: int
+    run_dir: str
+    metrics_dir: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+    def finished(self, eval_cfg: C.EvalConfig) -> bool:
+        from malm.results import bag_label
+
+        d = Path(self.metrics_dir)
+        return all((d / f"{p}_{bag_label(b)}.json").exists() for p in eval_cfg.protocols for b, _ in eval_cfg.bags)
+
+
+class CellJob(StageJob):
+    """Train -> embed test -> evaluate, resumable at every step (requeue-safe)."""
+
+    def __init__(self) -> None:
+        super().__init__("cell")
+
+    def __call__(self, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        cfg = C.from_dict(cfg_dict)
+        run_dir, metrics_dir = Path(kwargs["run_dir"]), Path(kwargs["metrics_dir"])
+        _run_inline("train", cfg_dict, {"run_dir": run_dir, "progress": False})
+        if env.global_rank != 0:
+            return None
+        emb = run_dir / f"{cfg.eval.split}_embeddings.npz"
+        if not emb.exists():
+            _run_inline("embed", cfg_dict, {"run_dir": run_dir, "split": cfg.eval.split, "out": emb,
+                                            "progress": False})
+        return _run_inline("evaluate", cfg_dict, {"emb": emb, "out_dir": metrics_dir})
+
+
+def load_grid(path: str | os.PathLike, cli_overrides: list[str] | None = None) -> tuple[dict, list[tuple[Cell, C.Config]]]:
+    """The grid spec and its cells with their resolved configs."""
+    spec = C.load_yaml(path)
+    unknown = set(spec) - {"name", "variants", "seeds", "config", "overrides", "out", "description"}
+    if unknown:
+        raise C.ConfigError(f"{path}: unknown grid keys {sorted(unknown)}")
+    name = spec.get("name") or Path(path).stem
+    out = Path(spec.get("out") or f"grids/{name}")
+    base = C.Config()
+    per_variant: list[dict] = []
+    for cfg_path in spec.get("config") or []:
+        params = C.load_yaml(cfg_path)
+        sections = {f for f in C.Config.__dataclass_fields__}
+        base = C.merge(base, {k: v for k, v in params.items() if k in sections})
+        per_variant.append(params.get("variant_overrides") or {})
+    overrides = C.merge(C.Config(), spec.get("overrides") or {})  # validate early
+    del overrides
+    cli = C.parse_overrides(cli_overrides or [])
+    cells = []
+    for v in spec["variants"]:
+        for seed in spec.get("seeds") or [0]:
+            cfg = variants.resolve(v, base)
+            for pv in per_variant:
+                cfg = C.merge(cfg, pv.get(v) or {})
+            cfg = C.merge(cfg, spec.get("overrides") or {})
+            cfg = C.merge(cfg, cli)
+            cfg = C.merge(cfg, {"train": {"seed": int(seed)}})
+            cell = Cell(v, int(seed), str(out / "runs" / v / f"seed{seed}"),
+                        str(out / "metrics" / v / f"seed{seed}"))
+            cells.append((cell, cfg))
+    return {"name": name, "out": str(out), "spec": spec}, cells
+
+
+def _jobs(out: Path) -> dict:
+    p = out / JOBS
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides: list[str] | None = None) -> dict:
+    """Submit the unfinished, inactive cells of a grid as ONE job array; returns {cell: job id}."""
+    from malm.launch.submit import submit_array
+
+    grid, cells = load_grid(path, cli_overrides)
+    out = Path(grid["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = _jobs(out)
+    states = cell_states(grid, cells)
+    todo = [(c, cfg) for c, cfg in cells if states[c.key]["state"] not in ACTIVE_STATES | {"FINISHED"}]
+    skipped = len(cells) - len(todo)
+    if not todo:
+        print(f"grid {grid['name']}: all {len(cells)} cells finished or in flight; nothing submitted")
+        return {}
+    slurm = C.merge(todo[0][1].slurm, {"executor": executor})
+    submitted = submit_array(CellJob(), [(C.to_dict(cfg), {"run_dir": c.run_dir, "metrics_dir": c.metrics_dir})
+                                         for c, cfg in todo],
+                             cfg=slurm, folder=out / "slurm_logs" / "%j", name=f"malm-grid-{grid['name']}")
+    for (c, cfg), job in zip(todo, submitted):
+        jobs[c.key] = {"job_id": str(job.job_id), "executor": executor, "folder": str(out / "slurm_logs" / "%j")}
+        C.save(cfg, Path(c.run_dir).parent / f"seed{c.seed}.config.yaml")
+    C.atomic_write_json(out / JOBS, jobs)
+    print(f"grid {grid['name']}: submitted {len(todo)} cells as one array, skipped {skipped} "
+          f"(finished or in flight); status: malm grid status {path}")
+    return {c.key: j.job_id for (c, _), j in zip(todo, submitted)}
+
+
+def cell_states(grid: dict, cells: list[tuple[Cell, C.Config]]) -> dict[str, dict]:
+    """{cell key: {state, job_id}}: FINISHED when its metrics exist, else the scheduler's state."""
+    import submitit
+
+    from malm.launch.submit import job_state
+
+    jobs = _jobs(Path(grid["out"]))
+    out = {}
+    for c, cfg in cells:
+        rec = jobs.get(c.key, {})
+        if c.finished(cfg.eval):
+            state = "FINISHED"
+        elif not rec:
+            state = "NOT SUBMITTED"
+        elif rec.get("executor") == "slurm":
+            try:
+                state = job_state(submitit.SlurmJob(rec["folder"], rec["job_id"]))
+            except Exception as exc:  # sacct unavailable: say so rather than guess
+                state = f"UNKNOWN ({exc.__class__.__name__})"
+        else:
+            state = "SUBMITTED (local)"
+        out[c.key] = {"state": state, "job_id": rec.get("job_id", "")}
+    return out
+
+
+def status(path: str | os.PathLike) -> dict[str, dict]:
+    grid, cells = load_grid(path)
+    states = cell_states(grid, cells)
+    width = max(len(k) for k in states)
+    for key, st in states.items():
+        print(f"{key:<{width}}  {st['job_id']:>10}  {st['state']}")
+    done = sum(s["state"] == "FINISHED" for s in states.values())
+    print(f"grid {grid['name']}: {done}/{len(states)} cells finished")
+    return states
+
+
+def collect(path: str | os.PathLike, dataset: str = "synthetic") -> dict[str, Path]:
+    """The grid's metrics -> the same tidy tables and figures as the DVC pipeline."""
+    from malm.results import build_tables
+
+    grid, cells = load_grid(path)
+    out = Path(grid["out"])
+    return build_tables(out / "metrics", out / "tables", out / "figures", out / "summary.json",
+                        runs_dir=out / "runs", dataset=dataset,
+                        order=list(dict.fromkeys(c.variant for c, _ in cells)))

@@ -1,0 +1,103 @@
+"""The launcher without a cluster: executor choice, resource mapping, local and debug runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import submitit
+from submitit.slurm.slurm import _make_sbatch_string
+
+import slurm_jobs
+from malm.config import SlurmConfig
+from malm.launch.submit import (Checkpointable, JobFailed, executor_params, make_executor,
+                                signal_delay_s, submit_and_wait, submit_array, wait_for)
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def job_pythonpath(monkeypatch):
+    """Local jobs are subprocesses that unpickle ``slurm_jobs.*``; they inherit PYTHONPATH."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p))
+
+
+@pytest.mark.parametrize("name", ["slurm", "local", "debug"])
+def test_executor_is_the_one_configured(tmp_path, name):
+    executor = make_executor(SlurmConfig(executor=name), tmp_path)
+    assert isinstance(executor, submitit.AutoExecutor)
+    assert executor.cluster == name
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="slurm, local, debug"):
+        make_executor(SlurmConfig(executor="auto"), tmp_path)
+
+
+def test_cpu_config_maps_to_sbatch_without_gpus(tmp_path):
+    cfg = SlurmConfig(executor="slurm", timeout_min=30, mem_gb=3.0, cpus_per_task=2,
+                      tasks_per_node=1, array_parallelism=4, max_requeues=5)
+    executor = make_executor(cfg, tmp_path, name="unit")
+    params = executor._executor.parameters
+    assert params["time"] == 30 and params["mem"] == "3GB" and params["cpus_per_task"] == 2
+    assert params["ntasks_per_node"] == 1 and params["nodes"] == 1
+    assert params["job_name"] == "unit" and params["array_parallelism"] == 4
+    assert executor._executor.max_num_timeout == 5
+    sbatch = _make_sbatch_string(command="true", folder=tmp_path, **params)
+    assert "--gpus-per-node" not in sbatch and "--partition" not in sbatch
+    assert "--signal=USR2@90" in sbatch
+
+
+def test_gpu_config_maps_every_resource():
+    cfg = SlurmConfig(executor="slurm", nodes=2, gpus_per_node=2, tasks_per_node=2,
+                      cpus_per_task=8, mem_gb=64.0, timeout_min=120, partition="gpu",
+                      account="proj", qos="high", constraint="a100")
+    params = executor_params(cfg, name="train")
+    assert params["gpus_per_node"] == 2 and params["nodes"] == 2
+    assert params["tasks_per_node"] == 2 and params["cpus_per_task"] == 8
+    assert params["mem_gb"] == 64.0 and params["timeout_min"] == 120 and params["name"] == "train"
+    assert {k: params[f"slurm_{k}"] for k in ("partition", "account", "qos", "constraint")} == {
+        "partition": "gpu", "account": "proj", "qos": "high", "constraint": "a100"}
+
+
+def test_signal_delay_fits_short_limits():
+    # signal lands between delay and delay + 30 s before the limit: keep it >= 10 s after start
+    assert signal_delay_s(1) == 20
+    assert signal_delay_s(2) == 80
+    assert signal_delay_s(60) == 90  # submitit's default for real jobs
+
+
+def test_overrides_win(tmp_path):
+    executor = make_executor(SlurmConfig(executor="slurm", timeout_min=1), tmp_path,
+                             slurm_signal_delay_s=15)
+    assert executor._executor.parameters["signal_delay_s"] == 15
+
+
+def test_debug_executor_runs_in_process(tmp_path):
+    cfg = SlurmConfig(executor="debug")
+    assert submit_and_wait(slurm_jobs.add, 2, 3, cfg=cfg, folder=tmp_path) == 5
+    jobs = submit_array(slurm_jobs.square, [(2,), (5,)], cfg=cfg, folder=tmp_path)
+    assert [wait_for(job) for job in jobs] == [4, 25]
+
+
+def test_local_executor_runs_a_subprocess(tmp_path):
+    cfg = SlurmConfig(executor="local", timeout_min=1)
+    assert submit_and_wait(slurm_jobs.add, 2, 3, cfg=cfg, folder=tmp_path, poll_s=0.2) == 5
+
+
+def test_local_job_failure_raises_job_failed(tmp_path):
+    with pytest.raises(JobFailed, match="boom-local") as info:
+        submit_and_wait(slurm_jobs.fail, "boom-local", cfg=SlurmConfig(executor="local"),
+                        folder=tmp_path, poll_s=0.2)
+    assert str(info.value.stderr) in str(info.value)
+
+
+def test_checkpoint_resubmits_itself_with_its_arguments(tmp_path):
+    counter = slurm_jobs.CountTo(str(tmp_path / "p.json"), n=2, step_s=0)
+    delayed = counter.checkpoint("a", k=1)
+    assert isinstance(delayed, submitit.helpers.DelayedSubmission)
+    assert delayed.function is counter and delayed.args == ("a",) and delayed.kwargs == {"k": 1}
+    assert isinstance(counter, Checkpointable)
+    assert counter()["count"] == 2 and counter()["starts"] == [0, 2]  # resumes from its file
