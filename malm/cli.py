@@ -161,8 +161,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir):
             print(path)
         return 0
-    if not args.out and args.overrides:
-        raise C.ConfigError("KEY=VALUE overrides need --out-dir (the config-driven mode)")
     from malm.eval.protocol import evaluate, load_embeddings
 
     image, recipe, ids = load_embeddings(args.emb)
@@ -280,8 +278,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="Write the metrics JSON here (atomically).")
     p.add_argument("--out-dir", default=None,
                    help="Config-driven mode: evaluate every protocol x bag of the `eval` config section "
-                        "(from --config files and overrides) into OUT_DIR/<protocol>_<bag>.json.")
-    _add_config_args(p, variant=False)
+                        "(from --config files) into OUT_DIR/<protocol>_<bag>.json.")
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="Config file(s) for --out-dir, e.g. params.yaml (its `eval` and `slurm` sections).")
     _add_executor_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -333,14 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args.func(args) or 0)
-    except (C.ConfigError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        print("malm: interrupted", file=sys.stderr)
+        return 130
+    except (C.ConfigError, OSError, ValueError, RuntimeError) as exc:
+        # Data, config and job errors name the file/record/job; the traceback is for --verbose.
+        if args.verbose:
+            raise
         print(f"malm: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # data errors (Recipe1MError, bad embeddings) name file and record
-        if type(exc).__name__ in {"Recipe1MError", "EmbeddingError"}:
-            print(f"malm: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -83,8 +83,12 @@ def wide_table(summary: pd.DataFrame, protocol: str, bag_size: int, order: list[
     return wide
 
 
-def paper_table(path: str | os.PathLike) -> pd.DataFrame:
-    """The paper's Tables 1-3 in the tidy layout, ``source = 'paper'``."""
+PAPER_CSV = Path(__file__).parent / "paper" / "malm_paper_tables.csv"
+
+
+def paper_table(path: str | os.PathLike = PAPER_CSV) -> pd.DataFrame:
+    """The paper's Tables 1-3 in the tidy layout (table, method, bag_size, direction, metric, value,
+    citation), ``source = 'paper'``."""
     raw = pd.read_csv(path)
     long = raw.melt(id_vars=["table", "method", "bag", "direction", "source"], value_vars=METRICS,
                     var_name="metric", value_name="value")
