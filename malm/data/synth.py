@@ -1,22 +1,26 @@
 """Deterministic synthetic dataset in Recipe1M's exact file format (the CPU default of the suite).
 
-Each recipe is a dish type (the semantic class) with 2-8 visible ingredients drawn from a long-tailed
-(Zipf) popularity biased by the dish's preferences, plus invisible pantry lines. Its images are
-renderings of the same dish (:mod:`malm.data.synth_render`); its text is Recipe1M-like
+Each recipe is a dish type (the semantic class) with ``min..max_ingredients`` visible ingredients drawn
+from a long-tailed (Zipf) popularity biased by the dish's preferences, plus invisible pantry lines. Its
+images are renderings of the same dish (:mod:`malm.data.synth_render`); its text is Recipe1M-like
 (:mod:`malm.data.synth_text`). Files written under ``out``::
 
     layer1.json  layer2.json  det_ingrs.json        Recipe1M format (layer2 lists recipes with images)
     <partition>/<c0>/<c1>/<c2>/<c3>/<image id>      JPEG images
-    synth_truth.json    {"generator": {...}, "images": {image id: {recipe_id, partition, dish,
-                        ingredients: [{ingredient, box [x0, y0, x1, y1] px (x1/y1 exclusive), visible}]}},
-                        "recipes": {recipe id: {dish, partition, ingredients, pantry, images}}}
+    synth_truth.json    {"generator": {config, seed, signatures, look-alike pairs, dish frequencies},
+                         "images": {image id: {recipe_id, partition, dish,
+                                               ingredients: [{ingredient, box, visible}]}},
+                         "recipes": {recipe id: {dish, partition, ingredients, pantry, images}}}
+                        box: [x0, y0, x1, y1] pixels (x1/y1 exclusive) around the visible part;
+                        visible: fraction of the drawn ingredient left unoccluded
     synth_classes.json  {recipe id: dish type}; titles also contain the dish word
     .synth_complete     the summary, written last: its presence means the dataset is complete
 
 Difficulty knobs: ``min/max_ingredients``, ``lookalike_frac`` (ingredient pairs whose signatures
 differ only by a small colour shift), ``noise``, ``color_jitter``, ``occlusion``, ``zipf_a``,
 ``multi_image_frac``, ``text_only_frac``. Randomness comes from numpy Generators keyed by
-(seed, stream, split, recipe, image), so output is byte-identical for a config whatever ``workers``.
+(seed, stream, split, recipe, image), so output is byte-identical for a config whatever ``workers``
+(given the same numpy and Pillow/libjpeg builds).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +54,8 @@ def _f(default, help: str):  # noqa: A002 - mirrors argparse
 
 @dataclass
 class SynthConfig:
+    """Size, difficulty and seed of the synthetic dataset (the ``synth`` config section)."""
+
     seed: int = _f(0, "Seed of the whole dataset: same seed and config give byte-identical files.")
     n_train: int = _f(10000, "Train recipes with images (text-only recipes come on top).")
     n_val: int = _f(2000, "Val recipes with images.")
@@ -64,8 +70,10 @@ class SynthConfig:
     lookalike_frac: float = _f(0.1, "Fraction of ingredients paired into look-alikes (same texture and "
                                "shape, colour within +-10): harder to tell apart from pixels.")
     noise: float = _f(0.04, "Std of Gaussian pixel noise, as a fraction of 255.")
-    color_jitter: float = _f(0.08, "Std of colour / brightness jitter per ingredient and image (fraction of 255).")
-    occlusion: float = _f(0.3, "0..1: overlap between ingredient groups and chance of sauce drizzled over them.")
+    color_jitter: float = _f(0.08, "Std of colour / brightness jitter per ingredient and image "
+                             "(fraction of 255).")
+    occlusion: float = _f(0.3, "0..1: overlap between ingredient groups and chance of sauce drizzled "
+                          "over them.")
     zipf_a: float = _f(1.1, "Zipf exponent of ingredient popularity (0 = uniform; larger = longer tail).")
     dish_zipf_a: float = _f(0.5, "Zipf exponent of dish-type frequency (0 = balanced classes).")
     jpeg_quality: int = _f(90, "JPEG quality of the saved images.")
@@ -76,11 +84,14 @@ class SynthConfig:
             if not ok:
                 raise ValueError(f"SynthConfig: {msg}")
         need(min(self.n_train, self.n_val, self.n_test) >= 0, "split sizes must be >= 0")
-        need(0 <= self.text_only_frac < 1 and 0 <= self.multi_image_frac <= 1, "fractions must lie in [0, 1)")
+        need(0 <= self.text_only_frac < 1 and 0 <= self.multi_image_frac <= 1,
+             "text_only_frac must lie in [0, 1) and multi_image_frac in [0, 1]")
         need(self.max_images >= 1, "max_images must be >= 1")
         need(16 <= self.image_size <= 1024, "image_size must lie in [16, 1024]")
-        need(1 <= self.min_ingredients <= self.max_ingredients <= 20, "need 1 <= min_ingredients <= max_ingredients <= 20")
-        need(0 <= self.lookalike_frac <= 1 and 0 <= self.occlusion <= 1, "lookalike_frac and occlusion lie in [0, 1]")
+        need(1 <= self.min_ingredients <= self.max_ingredients <= 20,
+             "need 1 <= min_ingredients <= max_ingredients <= 20")
+        need(0 <= self.lookalike_frac <= 1 and 0 <= self.occlusion <= 1,
+             "lookalike_frac and occlusion lie in [0, 1]")
         need(min(self.noise, self.color_jitter, self.zipf_a, self.dish_zipf_a, self.max_pantry) >= 0,
              "noise, color_jitter, zipf exponents and max_pantry must be >= 0")
         need(1 <= self.jpeg_quality <= 100 and self.workers >= 0, "jpeg_quality in [1, 100], workers >= 0")
@@ -92,6 +103,8 @@ class SynthConfig:
 
 @dataclass
 class RecipePlan:
+    """One recipe before rendering."""
+
     id: str
     partition: str
     dish: int
@@ -104,6 +117,8 @@ class RecipePlan:
 
 @dataclass
 class Vocabulary:
+    """Seed-dependent vocabulary state shared by planning and rendering."""
+
     looks: list[Look]
     popularity: np.ndarray                  # [N] Zipf probabilities
     dish_probs: np.ndarray                  # [D]
@@ -120,11 +135,14 @@ def build_vocabulary(cfg: SynthConfig) -> Vocabulary:
     pop = 1.0 / ranks ** cfg.zipf_a
     pop /= pop.sum()
     looks = [Look(i.color, i.color2, i.texture, i.shape, i.size, k) for k, i in enumerate(INGREDIENTS)]
+
+    def shift(c: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(int(v) for v in np.clip(np.add(c, rng.integers(-10, 11, 3)), 0, 255))
+
     pairs = []
     perm = rng.permutation(n)
     for a, b in perm[: 2 * round(cfg.lookalike_frac * n / 2)].reshape(-1, 2):
         src = looks[a]
-        shift = lambda c: tuple(int(v) for v in np.clip(np.add(c, rng.integers(-10, 11, 3)), 0, 255))  # noqa: E731
         looks[b] = Look(shift(src.color), shift(src.color2), src.texture, src.shape, src.size, src.pattern)
         pairs.append((names[a], names[b]))
     dranks = np.empty(len(DISHES), np.int64)
@@ -148,30 +166,49 @@ def _unique(taken: set[str], *parts) -> str:
     return rid
 
 
-def plan_recipes(cfg: SynthConfig, vocab: Vocabulary | None = None) -> list[RecipePlan]:
-    """All recipes (with and without images) in generation order; cheap (no pixels)."""
-    vocab = vocab or build_vocabulary(cfg)
-    taken: set[str] = set()
-    plans = []
-    for s, split in enumerate(SPLITS):
+def _split_sizes(cfg: SynthConfig) -> list[tuple[str, int, int]]:
+    """(split, recipes with images, all recipes) per split."""
+    out = []
+    for split in SPLITS:
         n_img = getattr(cfg, f"n_{split}")
-        n_all = n_img + round(n_img * cfg.text_only_frac / (1 - cfg.text_only_frac))
-        for i in range(n_all):
-            rng = np.random.default_rng([cfg.seed, 1, s, i])
-            d = int(rng.choice(len(DISHES), p=vocab.dish_probs))
-            dish = DISHES[d]
-            w = vocab.weights[d]
-            k = min(int(rng.integers(cfg.min_ingredients, cfg.max_ingredients + 1)), int((w > 0).sum()))
-            ings = [int(j) for j in rng.choice(len(w), size=k, replace=False, p=w / w.sum())]
-            base = dish.bases[int(rng.integers(len(dish.bases)))]
-            n_images = 0
-            if i < n_img:
-                multi = cfg.max_images > 1 and rng.random() < cfg.multi_image_frac
-                n_images = int(rng.integers(2, cfg.max_images + 1)) if multi else 1
-            text = recipe_text(rng, dish, [INGREDIENTS[j] for j in ings], cfg.max_pantry)
-            rid = _unique(taken, "malm-synth", cfg.seed, split, i)
-            images = [_unique(taken, "malm-synth", cfg.seed, split, i, "image", m) + ".jpg" for m in range(n_images)]
-            plans.append(RecipePlan(rid, split, d, base, ings, images, text, (s, i)))
+        out.append((split, n_img, n_img + round(n_img * cfg.text_only_frac / (1 - cfg.text_only_frac))))
+    return out
+
+
+def _plan_range(job: tuple) -> list[RecipePlan]:
+    """Recipes ``lo..hi-1`` of split ``s``; each from its own Generator, so chunks run anywhere."""
+    cfg, vocab, s, lo, hi = job
+    split, n_img, _ = _split_sizes(cfg)[s]
+    plans = []
+    for i in range(lo, hi):
+        rng = np.random.default_rng([cfg.seed, 1, s, i])
+        d = int(rng.choice(len(DISHES), p=vocab.dish_probs))
+        dish, w = DISHES[d], vocab.weights[d]
+        k = min(int(rng.integers(cfg.min_ingredients, cfg.max_ingredients + 1)), int((w > 0).sum()))
+        ings = [int(j) for j in rng.choice(len(w), size=k, replace=False, p=w / w.sum())]
+        base = dish.bases[int(rng.integers(len(dish.bases)))]
+        n_images = 0
+        if i < n_img:
+            multi = cfg.max_images > 1 and rng.random() < cfg.multi_image_frac
+            n_images = int(rng.integers(2, cfg.max_images + 1)) if multi else 1
+        text = recipe_text(rng, dish, [INGREDIENTS[j] for j in ings], cfg.max_pantry)
+        plans.append(RecipePlan("", split, d, base, ings, [""] * n_images, text, (s, i)))
+    return plans
+
+
+def plan_recipes(cfg: SynthConfig, vocab: Vocabulary | None = None, pool=None) -> list[RecipePlan]:
+    """All recipes (with and without images) in generation order; no pixels. ``pool``: an optional
+    ``multiprocessing`` pool to spread the work over."""
+    vocab = vocab or build_vocabulary(cfg)
+    jobs = [(cfg, vocab, s, lo, min(lo + 500, n_all))
+            for s, (_, _, n_all) in enumerate(_split_sizes(cfg)) for lo in range(0, n_all, 500)]
+    plans = [p for chunk in (pool.imap(_plan_range, jobs) if pool else map(_plan_range, jobs)) for p in chunk]
+    taken: set[str] = set()
+    for p in plans:  # ids hash (seed, split, index); a collision is re-salted in generation order
+        s, i = p.key
+        p.id = _unique(taken, "malm-synth", cfg.seed, p.partition, i)
+        p.images = [_unique(taken, "malm-synth", cfg.seed, p.partition, i, "image", m) + ".jpg"
+                    for m in range(len(p.images))]
     return plans
 
 
@@ -184,8 +221,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(looks: list[Look], cfg: SynthConfig, out: str) -> None:
-    _WORKER["renderer"] = Renderer(looks, cfg.image_size, cfg.noise, cfg.color_jitter, cfg.occlusion, cfg.seed)
-    _WORKER["cfg"], _WORKER["out"] = cfg, Path(out)
+    _WORKER["renderer"] = Renderer(looks, cfg.image_size, cfg.noise, cfg.color_jitter, cfg.occlusion,
+                                   cfg.seed)
+    _WORKER["cfg"], _WORKER["out"], _WORKER["dirs"] = cfg, Path(out), set()
 
 
 def _render_task(task: tuple) -> tuple[str, list, int]:
@@ -194,31 +232,21 @@ def _render_task(task: tuple) -> tuple[str, list, int]:
     rng = np.random.default_rng([cfg.seed, 2, *key])
     data, truth = _WORKER["renderer"].render(rng, DISHES[dish], base, list(ings), cfg.jpeg_quality)
     path = image_path(out, split, image_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _WORKER["dirs"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _WORKER["dirs"].add(path.parent)
     path.write_bytes(data)
     return image_id, truth, len(data)
 
 
-def _render_all(plans: list[RecipePlan], vocab: Vocabulary, cfg: SynthConfig, out: Path,
-                progress: bool) -> tuple[dict, int]:
+def _render_all(plans: list[RecipePlan], cfg: SynthConfig, pool, progress: bool) -> tuple[dict, int]:
     tasks = [(img, p.partition, p.dish, p.base, tuple(p.ingredients), (*p.key, m))
              for p in plans for m, img in enumerate(p.images)]
     truth, nbytes = {}, 0
-    bar = tqdm(total=len(tasks), disable=not progress, desc="synth images", unit="img", smoothing=0.1)
-    initargs = (vocab.looks, cfg, str(out))
-    if cfg.workers > 1 and len(tasks) > 1:
-        with mp.get_context().Pool(cfg.workers, _init_worker, initargs) as pool:
-            for image_id, t, n in pool.imap_unordered(_render_task, tasks, chunksize=32):
-                truth[image_id], nbytes = t, nbytes + n
-                bar.update()
-    else:
-        _init_worker(*initargs)
-        for task in tasks:
-            image_id, t, n = _render_task(task)
-            truth[image_id], nbytes = t, nbytes + n
-            bar.update()
-        _WORKER.clear()
-    bar.close()
+    results = pool.imap_unordered(_render_task, tasks, chunksize=32) if pool else map(_render_task, tasks)
+    for image_id, t, n in tqdm(results, total=len(tasks), disable=not progress, desc="synth images",
+                               unit="img", smoothing=0.1):
+        truth[image_id], nbytes = t, nbytes + n
     return truth, nbytes
 
 
@@ -235,15 +263,17 @@ def _write_json(path: Path, obj) -> int:
 def _records(plans: list[RecipePlan], truth: dict, vocab: Vocabulary, cfg: SynthConfig) -> dict[str, object]:
     names = [i.name for i in INGREDIENTS]
     plans = sorted(plans, key=lambda p: p.id)
-    layer1 = [{"id": p.id, "title": p.text["title"], "ingredients": [{"text": t} for t in p.text["ingredients"]],
-               "instructions": [{"text": t} for t in p.text["instructions"]], "partition": p.partition,
-               "url": f"{URL}/recipes/{p.id}"} for p in plans]
+    layer1 = [{"id": p.id, "title": p.text["title"],
+               "ingredients": [{"text": t} for t in p.text["ingredients"]],
+               "instructions": [{"text": t} for t in p.text["instructions"]],
+               "partition": p.partition, "url": f"{URL}/recipes/{p.id}"} for p in plans]
     layer2 = [{"id": p.id, "images": [{"id": m, "url": f"{URL}/images/{m}"} for m in p.images]}
               for p in plans if p.images]
-    det = [{"id": p.id, "ingredients": [{"text": c} for c in p.text["clean"]], "valid": [True] * len(p.text["clean"])}
-           for p in plans]
+    det = [{"id": p.id, "ingredients": [{"text": c} for c in p.text["clean"]],
+            "valid": [True] * len(p.text["clean"])} for p in plans]
     images = {m: {"recipe_id": p.id, "partition": p.partition, "dish": DISHES[p.dish].name,
-                  "ingredients": [{"ingredient": names[i], "box": box, "visible": vis} for i, box, vis in truth[m]]}
+                  "ingredients": [{"ingredient": names[i], "box": box, "visible": vis}
+                                  for i, box, vis in truth[m]]}
               for p in plans for m in p.images}
     recipes = {p.id: {"dish": DISHES[p.dish].name, "partition": p.partition,
                       "ingredients": [names[i] for i in p.ingredients],
@@ -305,8 +335,18 @@ def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True, overw
     t0 = time.time()
     (out / INCOMPLETE).write_text(json.dumps(cfg.output_config()))
     vocab = build_vocabulary(cfg)
-    plans = plan_recipes(cfg, vocab)
-    truth, nbytes = _render_all(plans, vocab, cfg, out, progress)
+    initargs = (vocab.looks, cfg, str(out))
+    if cfg.workers > 1:
+        with mp.get_context().Pool(cfg.workers, _init_worker, initargs) as pool:
+            plans = plan_recipes(cfg, vocab, pool)
+            truth, nbytes = _render_all(plans, cfg, pool, progress)
+    else:
+        _init_worker(*initargs)
+        try:
+            plans = plan_recipes(cfg, vocab)
+            truth, nbytes = _render_all(plans, cfg, None, progress)
+        finally:
+            _WORKER.clear()
     for name, obj in _records(plans, truth, vocab, cfg).items():
         nbytes += _write_json(out / name, obj)
     count = lambda f: {s: sum(f(p) for p in plans if p.partition == s) for s in SPLITS}  # noqa: E731

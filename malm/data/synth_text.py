@@ -15,7 +15,8 @@ from malm.data.synth_vocab import Dish, Ingredient
 COUNTS = ("1", "2", "3", "4", "6", "1/2", "1 1/2")
 VOLUMES = ("1/4 cup", "1/3 cup", "1/2 cup", "3/4 cup", "1 cup", "1 1/2 cups", "2 cups", "3 cups")
 SPOONS = ("1 teaspoon", "2 teaspoons", "1 tablespoon", "2 tablespoons", "3 tablespoons", "1/4 cup")
-WEIGHTS = ("4 ounces", "8 ounces", "12 ounces", "1/2 lb", "1 lb", "1 1/2 pounds", "2 pounds", "250 g", "500 g")
+WEIGHTS = ("4 ounces", "8 ounces", "10 ounces", "1/2 lb", "1 lb", "1 1/2 pounds", "2 pounds", "250 g",
+           "500 g")
 CANS = ("1 (15 ounce) can", "2 (15 ounce) cans", "1 (14.5 ounce) can", "1 (8 ounce) package")
 SIZES = ("small", "medium", "large", "")
 NUMS = ("2", "3", "4", "6", "8")
@@ -41,7 +42,8 @@ CATEGORIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ..
             ("Chop the {noun}.", "Dice the {noun} and set aside.", "Wash and slice the {noun}.",
              "Add the {noun} and cook until tender, about {t} minutes.", "Saute the {noun} until soft.")),
     "leafy": ("greens",
-              ("{vol} {prep} {noun}", "{num} cups {noun}, {post}", "{weight} fresh {noun}", "1 bunch {noun}, {post}"),
+              ("{vol} {prep} {noun}", "{num} cups {noun}, {post}", "{weight} fresh {noun}",
+               "1 bunch {noun}, {post}"),
               ("chopped", "shredded", "torn", "baby", "packed"),
               ("washed and dried", "torn into pieces", "stems removed", "roughly chopped"),
               ("Wash and dry the {noun}.", "Tear the {noun} into bite-size pieces.",
@@ -51,8 +53,8 @@ CATEGORIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ..
               "{num} sprigs fresh {noun}", "{vol} {prep} fresh {noun} leaves"),
              ("chopped", "minced", "finely chopped", "dried", "torn"),
              ("chopped", "leaves only", "stems removed", "for garnish"),
-             ("Finely chop the {noun}.", "Sprinkle with the {noun}.", "Stir in the {noun} just before serving.",
-              "Garnish with {noun}.")),
+             ("Finely chop the {noun}.", "Sprinkle with the {noun}.",
+              "Stir in the {noun} just before serving.", "Garnish with {noun}.")),
     "fruit": ("fruit",
               ("{count} {size} {noun}, {post}", "{vol} {prep} {noun}", "{count} ripe {noun}, {prep}",
                "{vol} fresh {noun}"),
@@ -64,25 +66,30 @@ CATEGORIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ..
                 ("{weight} {noun}, {post}", "{weight} {prep} {noun}", "{weight} boneless skinless {noun}"),
                 ("sliced", "cubed", "diced", "shredded", "cooked"),
                 ("cut into bite-size pieces", "trimmed", "cut into strips", "at room temperature"),
-                ("Season the {noun} with salt and pepper.", "Brown the {noun} on all sides, about {t} minutes.",
+                ("Season the {noun} with salt and pepper.",
+                 "Brown the {noun} on all sides, about {t} minutes.",
                  "Cut the {noun} into bite-size pieces.", "Cook the {noun} until no longer pink.")),
     "meat": ("meat",
              ("{weight} {noun}, {post}", "{weight} {prep} {noun}", "{weight} lean {noun}"),
              ("sliced", "cubed", "diced", "thinly sliced", "chopped", "cooked"),
-             ("cut into bite-size pieces", "trimmed", "sliced", "cut into 1-inch cubes", "cooked and crumbled"),
+             ("cut into bite-size pieces", "trimmed", "sliced", "cut into 1-inch cubes",
+              "cooked and crumbled"),
              ("Season the {noun} with salt and pepper.", "Brown the {noun} on all sides, about {t} minutes.",
-              "Cut the {noun} into bite-size pieces.", "Cook the {noun} until no longer pink; drain the fat.")),
+              "Cut the {noun} into bite-size pieces.",
+              "Cook the {noun} until no longer pink; drain the fat.")),
     "seafood": ("seafood",
                 ("{weight} {noun}, {post}", "{weight} fresh {noun}", "{weight} {prep} {noun}"),
                 ("cooked", "chopped", "sliced", "cleaned"),
                 ("skinned", "peeled and deveined", "cleaned", "cut into chunks", "patted dry", "rinsed"),
                 ("Pat the {noun} dry with paper towels.", "Cook the {noun} until opaque, about {t} minutes.",
-                 "Rinse the {noun} under cold water.", "Add the {noun} during the last few minutes of cooking.")),
+                 "Rinse the {noun} under cold water.",
+                 "Add the {noun} during the last few minutes of cooking.")),
     "cheese": ("cheese",
                ("{vol} {prep} {noun}", "{weight} {noun}, {post}", "{spoon} {prep} {noun}"),
                ("shredded", "grated", "crumbled", "freshly grated", "cubed", "sliced"),
                ("shredded", "crumbled", "cubed", "sliced", "at room temperature", "divided"),
-               ("Sprinkle the {noun} over the top.", "Stir in the {noun} until melted.", "Top with the {noun}.")),
+               ("Sprinkle the {noun} over the top.", "Stir in the {noun} until melted.",
+                "Top with the {noun}.")),
     "dairy": ("",
               ("{vol} {noun}", "{spoon} {noun}, {post}", "{vol} {prep} {noun}"),
               ("plain", "cold", "softened", "chilled"),
@@ -92,7 +99,8 @@ CATEGORIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ..
             ("{count} large {noun}, {post}", "{count} {noun}", "{count} {size} {noun}"),
             ("beaten", "whisked"),
             ("beaten", "lightly beaten", "at room temperature", "peeled and halved"),
-            ("Beat the {noun} in a small bowl.", "Crack the {noun} into the pan.", "Whisk the {noun} until frothy.")),
+            ("Beat the {noun} in a small bowl.", "Crack the {noun} into the pan.",
+             "Whisk the {noun} until frothy.")),
     "grain": ("",
               ("{vol} {prep} {noun}", "{weight} {noun}", "{vol} {noun}, {post}"),
               ("uncooked", "cooked", "dry", "toasted"),
@@ -127,7 +135,7 @@ LINE_OVERRIDES = {
     "salmon": ("{weight} {noun} fillet, skinned", "{weight} {noun}, {post}"),
     "cod": ("{weight} {noun} fillets, {post}", "{weight} fresh {noun}"),
     "tuna": ("{weight} sushi-grade {noun}, {post}", "{weight} fresh {noun}"),
-    "tofu": ("1 (14 ounce) package firm {noun}, pressed and cubed", "{weight} extra-firm {noun}, cubed"),
+    "tofu": ("1 (16 ounce) package firm {noun}, pressed and cubed", "{weight} extra-firm {noun}, cubed"),
     "lettuce": ("1 head {noun}, {post}", "{vol} shredded {noun}"),
     "lemon": ("{count} {noun}, juiced and zested", "{count} {noun}, cut into wedges"),
     "lime": ("{count} {noun}, cut into wedges", "{count} {noun}, juiced"),
@@ -157,22 +165,26 @@ _SEASONING = ("salt", "black pepper", "olive oil", "water")
 
 # method -> (pantry items, intro steps, core steps, closing steps)
 METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "bake": (("white sugar", "all-purpose flour", "baking powder", "baking soda", "vanilla extract", "cooking spray"),
+    "bake": (("white sugar", "all-purpose flour", "baking powder", "baking soda", "vanilla extract",
+              "cooking spray"),
              ("Preheat oven to {F} degrees F ({C} degrees C).", "Grease a {pan} and set aside.",
               "Line a baking sheet with parchment paper."),
              ("Bake in the preheated oven for {t} minutes, or until golden brown.",
-              "Bake until set and lightly browned, about {t} minutes.", "Transfer to the oven and bake for {t} minutes."),
+              "Bake until set and lightly browned, about {t} minutes.",
+              "Transfer to the oven and bake for {t} minutes."),
              ("Let cool for 10 minutes before serving.", "Cool completely on a wire rack.",
               "Let stand 5 minutes before cutting.")),
     "simmer": (("chicken broth", "ground cumin", "paprika", "vegetable oil"),
-               ("Heat the oil in a large pot over medium heat.", "In a large saucepan, melt a little butter over "
-                "medium-high heat.", "Warm a heavy pot over medium heat."),
+               ("Heat the oil in a large pot over medium heat.",
+                "In a large saucepan, melt a little butter over medium-high heat.",
+                "Warm a heavy pot over medium heat."),
                ("Bring to a boil, then reduce heat and simmer for {t} minutes.",
                 "Cover and simmer gently, stirring occasionally, for {t} minutes.",
                 "Pour in the liquid and bring to a simmer."),
                ("Ladle into bowls and serve hot.", "Remove from heat and let stand a few minutes.")),
     "raw": (("red wine vinegar",),
-            ("In a large bowl, whisk together the oil, vinegar, salt and pepper.", "Chill a large serving bowl."),
+            ("In a large bowl, whisk together the oil, vinegar, salt and pepper.",
+             "Chill a large serving bowl."),
             ("Toss everything together until well coated.", "Cover and refrigerate for at least 30 minutes."),
             ("Serve chilled.", "Serve immediately.")),
     "grill": (("vegetable oil", "soy sauce", "paprika"),
@@ -182,8 +194,10 @@ METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tupl
                "Cook on the preheated grill, turning occasionally, about {t} minutes."),
               ("Let rest 5 minutes before serving.", "Serve hot off the grill.")),
     "fry": (("vegetable oil", "all-purpose flour", "ground cumin"),
-            ("Heat the oil in a large skillet over medium heat.", "Warm a nonstick pan over medium-low heat."),
-            ("Cook, stirring frequently, for {t} minutes.", "Fry until golden on both sides, about {t} minutes."),
+            ("Heat the oil in a large skillet over medium heat.",
+             "Warm a nonstick pan over medium-low heat."),
+            ("Cook, stirring frequently, for {t} minutes.",
+             "Fry until golden on both sides, about {t} minutes."),
             ("Transfer to a plate lined with paper towels.", "Serve warm.")),
     "boil": (("red wine vinegar", "chicken broth"),
              ("Bring a large pot of lightly salted water to a boil.",),
@@ -207,7 +221,8 @@ SERVE = ("Serve the {dish} warm.", "Transfer the {dish} to a serving plate.", "S
          "and serve.", "Leftover {dish} keeps in the refrigerator for up to 3 days.")
 ADJECTIVES = ("Easy", "Spicy", "Creamy", "Classic", "Quick", "Healthy", "Homemade", "Rustic", "Simple",
               "Hearty", "Fresh", "Ultimate", "Best Ever", "Summer", "Winter", "Weeknight", "Smoky",
-              "Savory", "Crispy", "Light", "Perfect", "Mom's", "Grandma's", "Sunday", "Holiday", "Garden", "Zesty")
+              "Savory", "Crispy", "Light", "Perfect", "Mom's", "Grandma's", "Sunday", "Holiday", "Garden",
+              "Zesty")
 TITLES = ("{adj} {A} {Dish}", "{A} and {B} {Dish}", "{A} {B} {Dish}", "{adj} {A} and {B} {Dish}",
           "{Dish} with {A}", "{Dish} with {A} and {B}", "{adj} {Dish}", "{A} {Dish}")
 PANS = ("9x13 inch baking dish", "9 inch round pan", "large baking sheet", "10 inch pie plate")
@@ -235,18 +250,28 @@ def plural(ing: Ingredient) -> str:
 
 
 def _pick(rng: np.random.Generator, seq):
-    return seq[int(rng.integers(len(seq)))]
+    return seq[int(rng.random() * len(seq))]  # scalar random() is ~10x cheaper than integers()
+
+
+def _fill(rng: np.random.Generator, tpl: str, choices: dict, **fixed) -> str:
+    """Format ``tpl``, drawing only the fields it uses (keeps the draw count small)."""
+    vals = {k: _pick(rng, v) for k, v in choices.items() if "{" + k + "}" in tpl}
+    return tpl.format(**vals, **fixed)
+
+
+_AMOUNTS = {"size": SIZES, "vol": VOLUMES, "spoon": SPOONS, "weight": WEIGHTS, "can": CANS, "num": NUMS}
 
 
 def ingredient_line(rng: np.random.Generator, ing: Ingredient) -> str:
     _, lines, preps, posts, _ = CATEGORIES[ing.category]
-    tpl = _pick(rng, LINE_OVERRIDES.get(ing.name, lines))
-    count = _pick(rng, COUNTS)
+    options = LINE_OVERRIDES.get(ing.name, lines)
+    if is_mass(ing):  # "2 cups corn", never "6 corn"
+        options = [t for t in options if "{count}" not in t] or options
+    tpl = _pick(rng, options)
+    count = _pick(rng, COUNTS) if "{count}" in tpl else ""
     many = "{count}" not in tpl or count not in ("1", "1/2")
-    text = tpl.format(count=count, size=_pick(rng, SIZES), vol=_pick(rng, VOLUMES), spoon=_pick(rng, SPOONS),
-                      weight=_pick(rng, WEIGHTS), can=_pick(rng, CANS), num=_pick(rng, NUMS),
-                      prep=_pick(rng, preps), post=_pick(rng, posts),
-                      noun=plural(ing) if many else ing.name)
+    text = _fill(rng, tpl, {**_AMOUNTS, "prep": preps, "post": posts}, count=count,
+                 noun=plural(ing) if many else ing.name)
     return " ".join(text.split())
 
 
@@ -257,9 +282,10 @@ def _mention(rng: np.random.Generator, ing: Ingredient) -> str:
 
 
 def _fmt(rng: np.random.Generator, tpl: str, dish: str = "", noun: str = "") -> str:
-    f = int(_pick(rng, (325, 350, 375, 400, 425)))
-    return tpl.format(t=_pick(rng, MINUTES), F=f, C=round((f - 32) * 5 / 9), pan=_pick(rng, PANS),
-                      dish=dish, noun=noun)
+    if "{F}" in tpl:
+        f = _pick(rng, (325, 350, 375, 400, 425))
+        tpl = tpl.replace("{F}", str(f)).replace("{C}", str(round((f - 32) * 5 / 9)))
+    return _fill(rng, tpl, {"t": MINUTES, "pan": PANS}, dish=dish, noun=noun)
 
 
 def title(rng: np.random.Generator, dish: Dish, ings: list[Ingredient]) -> str:
@@ -281,8 +307,8 @@ def instructions(rng: np.random.Generator, dish: Dish, ings: list[Ingredient]) -
             steps.append(_pick(rng, FILLER))
     if len(ings) >= 3 and rng.random() < 0.6:
         names = [_mention(rng, ings[int(i)]) for i in rng.choice(len(ings), 3, replace=False)]
-        steps.insert(1 + int(rng.integers(len(steps))), f"In a large bowl, combine the {names[0]}, {names[1]} "
-                     f"and {names[2]}.")
+        combine = f"In a large bowl, combine the {names[0]}, {names[1]} and {names[2]}."
+        steps.insert(1 + int(rng.integers(len(steps))), combine)
     steps.append(_fmt(rng, _pick(rng, core)))
     if rng.random() < 0.5:
         steps.append(_fmt(rng, _pick(rng, SERVE), dish=dish.name))

@@ -1,0 +1,133 @@
+"""End-to-end training through the real CLI on tiny synthetic data: train -> embed -> evaluate ->
+tables, exact resume after SIGKILL, and the run-directory contract (config beside the checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, SMOKE, overrides
+
+MALM = [sys.executable, "-m", "malm.cli"]
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.run(MALM + args, cwd=REPO, env=env, capture_output=True, text=True, **kw)
+
+
+def train_args(run_dir: Path, tiny_data: dict, variant: str = "malm", **extra) -> list[str]:
+    return ["train", "--config", str(SMOKE), "--variant", variant, "--run-dir", str(run_dir),
+            *overrides(tiny_data, **{"train.threads": 1, **extra})]
+
+
+def test_one_epoch_end_to_end(tmp_path, tiny_data):
+    run_dir = tmp_path / "run"
+    p = run(train_args(run_dir, tiny_data, **{"train.epochs": 1}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    # the run directory carries its resolved config, also inside the checkpoint
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["variant"] == "malm" and cfg["train"]["epochs"] == 1
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["config"] == cfg and state["finished"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/img2rec_R@1"] <= 100.0
+    assert (run_dir / "dvclive" / "metrics.json").exists()
+    hist = json.loads((run_dir / "history.json").read_text())
+    assert len(hist) == 1 and hist[0]["train/itc_loss"] > 0 and hist[0]["train/dist_loss"] > 0
+
+    emb = tmp_path / "emb" / "test.npz"
+    p = run(["embed", "--run-dir", str(run_dir), "--split", "test", "--out", str(emb)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    z = np.load(emb)
+    assert z["image"].shape == z["recipe"].shape and z["image"].dtype == np.float32
+    assert list(z["ids"]) == sorted(z["ids"])
+
+    out = tmp_path / "metrics" / "malm" / "seed0"
+    p = run(["evaluate", str(emb), "--config", str(SMOKE), "--out-dir", str(out)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "ht_50.json").read_text())
+    assert res["protocol"] == "ht" and res["bag_size"] == 50 and res["n_bags"] == 3
+    assert set(res["img2rec"]) == {"medR", "R@1", "R@5", "R@10"}
+
+    p = run(["tables", "--results", str(tmp_path / "metrics"), "--runs", str(tmp_path),
+             "--out", str(tmp_path / "tables"), "--figures", str(tmp_path / "figs"),
+             "--metrics", str(tmp_path / "summary.json")])
+    assert p.returncode == 0, p.stderr[-3000:]
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "tables" / "results.csv")
+    assert set(df.protocol) == {"tfood", "ht"} and set(df.direction) == {"img2rec", "rec2img"}
+    assert (tmp_path / "figs" / "recall_ht_50.png").exists()
+
+
+def test_finished_run_is_left_alone_and_config_change_is_refused(tmp_path, tiny_data):
+    run_dir = tmp_path / "run"
+    assert run(train_args(run_dir, tiny_data, variant="baseline", **{"train.epochs": 1})).returncode == 0
+    mtime = (run_dir / "checkpoint.pt").stat().st_mtime_ns
+    p = run(train_args(run_dir, tiny_data, variant="baseline", **{"train.epochs": 1}))
+    assert p.returncode == 0 and (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime
+    p = run(train_args(run_dir, tiny_data, variant="baseline", **{"train.epochs": 1, "train.lr": 0.5}))
+    assert p.returncode == 2 and "different config" in p.stderr
+    assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime  # nothing lost
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "history.json").read_text()))
+    except (OSError, json.JSONDecodeError):
+        return 0
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data):
+    extra = {"train.epochs": 3}
+    ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
+    p = run(train_args(ref_dir, tiny_data, **extra))
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(MALM + train_args(killed_dir, tiny_data, **extra), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _epochs_done(killed_dir) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    time.sleep(0.5)  # well into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _epochs_done(killed_dir) < 3
+
+    p = run(train_args(killed_dir, tiny_data, **extra))  # resume
+    assert p.returncode == 0, p.stderr[-3000:]
+    ref = json.loads((ref_dir / "metrics.json").read_text())
+    got = json.loads((killed_dir / "metrics.json").read_text())
+    ref.pop("wall_s"), got.pop("wall_s")
+    assert got == ref
+    a = torch.load(ref_dir / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed_dir / "checkpoint.pt", weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if "samples_per_s" not in k} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+
+
+@pytest.mark.parametrize("variant", ["baseline", "no_mask", "mask_both"])
+def test_variants_train_through_cli(tmp_path, tiny_data, variant):
+    p = run(train_args(tmp_path / variant, tiny_data, variant=variant, **{"train.epochs": 1}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    hist = json.loads((tmp_path / variant / "history.json").read_text())[0]
+    losses = {k for k in hist if k.endswith("_loss")}
+    expected = {"baseline": {"train/itc_loss"},
+                "no_mask": {"train/itc_loss", "train/gc_loss", "train/lc_loss"},
+                "mask_both": {"train/itc_loss", "train/gc_loss", "train/lc_loss", "train/dist_loss"}}
+    assert losses == expected[variant]
