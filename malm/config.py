@@ -43,8 +43,16 @@ class DataConfig:
     max_ingrs: int = _f(20, "Keep at most this many ingredient lines (H-T: 20).")
     max_instrs: int = _f(20, "Keep at most this many instruction lines (H-T: 20).")
     max_tokens: int = _f(15, "Keep at most this many tokens per line and in the title (H-T: 15).")
-    class_file: str | None = _f(None, "Optional semantic-class file (JSON {recipe_id: class name} or "
-                                "CSV id,class). Without it classes are derived from titles.")
+    class_file: str | None = _f(None, "Optional semantic-class file: JSON {recipe_id: class name}, CSV "
+                                "id,class, or im2recipe's classes1M.pkl (a pickle: only load one you "
+                                "trust). Without it classes are derived from titles (see num_classes).")
+    num_classes: int = _f(1047, "Classes derived from titles: the K most frequent title words of paired "
+                          "training recipes (classes1M has 1047); a recipe's class is the last class "
+                          "word before 'with/in/on/...' in its title, else 0 = background.")
+    ingredients: str = _f("raw", "Ingredient text: raw = layer1's lines (H-T); det = det_ingrs.json's "
+                          "valid ingredient names.")
+    on_bad_record: str = _f("error", "A bad record in layer1/layer2: error (name file and record, stop) "
+                            "or skip (drop it and count it in the cache manifest).")
     split_dir: str | None = _f(None, "Optional folder with H-T split id lists "
                                "(train.txt/val.txt/test.txt, one recipe id per line).")
     image_size: int = _f(64, "Side of the square image fed to the model (paper: 224).")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, trainers
 
 import malm.data.cache as cache_mod
 from malm.data.cache import is_cached, load_manifest, load_resized, prepare
@@ -17,7 +17,8 @@ from malm.data.dataset import RecipeImageDataset, collate
 from malm.data.masking import MaskingCollate, mask_tokens, random_patch_mask
 from malm.data.recipe1m import Recipe1MError
 from malm.data.text import (MASK_ID, PAD_ID, UNK_ID, build_tokenizer, class_of_title,
-                            classes_from_file, derive_classes, new_tokenizer, title_words)
+                            classes_from_file, derive_classes, encode_lines, new_tokenizer,
+                            title_words)
 from recipe1m_fixtures import (STANDARD_MISSING, data_config, image_file, recipe,
                                standard_recipes, write_tree)
 
@@ -90,6 +91,14 @@ def test_failed_prepare_leaves_previous_cache(tree: Path, tmp_path: Path,
     assert not list(tmp_path.glob(".cache.tmp-*"))
 
 
+def test_prepare_never_replaces_a_foreign_folder(tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a malm data cache"):
+        prepare(data_config(tree, tmp_path / "mine"), progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
 def test_corrupt_image_skipped_and_counted(tmp_path: Path) -> None:
     recs = [recipe(1, "train", 2), recipe(2, "train", 1), recipe(3, "val", 1), recipe(4, "test", 1)]
     root = write_tree(tmp_path / "r", recs, corrupt={"0000010000.jpg", "0000020000.jpg"})
@@ -139,6 +148,23 @@ def test_vocab_from_paired_train_only(tmp_path: Path) -> None:
     out = prepare(data_config(root, tmp_path / "c", min_word_count=2), progress=False)
     vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab()
     assert "zucchini" in vocab and "mango" not in vocab and "kiwi" not in vocab
+
+
+def test_bulk_encoding_matches_plain_tokenizer() -> None:
+    """The ASCII fast path (normalise in Python, tokenizer without normaliser) changes nothing."""
+    words = ["Café", "ÉCLAIR", "ﬁsh", "Ｔｏｍａｔｏ", "½", "ΣΟΦΊΑΣ", "salt", "Pepper,", "1/2", "don't"]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, rng.integers(1, 25))) for _ in range(300)]
+    tok = build_tokenizer(texts, min_count=2)
+    ref = new_tokenizer()
+    ref.train_from_iterator(texts, trainer=trainers.WordLevelTrainer(
+        vocab_size=10**6, min_frequency=2, special_tokens=["[PAD]", "[UNK]", "[MASK]", "[CLS]"],
+        show_progress=False))
+    assert tok.get_vocab() == ref.get_vocab() and "fish" in tok.get_vocab()
+    ref.enable_truncation(15)
+    ref.enable_padding(length=15, pad_id=PAD_ID)
+    expect = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
+    assert encode_lines(tok, texts, 15).tolist() == expect
 
 
 def test_caps_honoured(tmp_path: Path) -> None:
@@ -226,6 +252,21 @@ def test_eval_is_center_crop_of_first_image(built: Path) -> None:
     assert torch.allclose(a, expect, atol=1e-6)
     with pytest.raises(ValueError, match="exceeds"):
         RecipeImageDataset(built, "train", train=False, image_size=32)
+
+
+def test_unreadable_image_is_skipped_not_blacked_out(built: Path) -> None:
+    ds = RecipeImageDataset(built, "train", train=False, image_size=16)
+
+    class Broken:
+        shape = ds._open()["images"].shape
+
+        def __getitem__(self, key):
+            raise OSError("I/O error")
+    ds._arrays["images"] = Broken()
+    assert ds[0] is None and ds.skipped == 1
+    ok = RecipeImageDataset(built, "train", train=False, image_size=16)[1]
+    batch = collate([ds[0], ok])
+    assert batch["n_skipped"] == 1 and batch["image"].shape[0] == 1 and batch["id"] == [ok["id"]]
 
 
 def test_dataloader_batches(built: Path) -> None:

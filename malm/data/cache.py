@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from malm.config import DataConfig, atomic_write_json
+from malm.config import DataConfig
 from malm.data import text as T
 from malm.data.recipe1m import (DET_INGRS, LAYER1, LAYER2, SPLITS, Recipe, Recipe1MError,
                                 load_root)
@@ -129,6 +129,10 @@ def prepare(cfg: DataConfig, progress: bool = True, force: bool = False) -> Path
     if not force and is_cached(cfg):
         return cache
     _check_cfg(cfg)
+    if cache.exists() and not (cache / MANIFEST).is_file() and (
+            not cache.is_dir() or any(cache.iterdir())):
+        raise FileExistsError(f"{cache} exists and is not a malm data cache (no {MANIFEST}); "
+                              "refusing to replace it: point data.cache_dir elsewhere")
     cache.parent.mkdir(parents=True, exist_ok=True)
     with _locked(cache.parent / f".{cache.name}.lock"):
         if not force and is_cached(cfg):  # built by another process while we waited
@@ -136,6 +140,9 @@ def prepare(cfg: DataConfig, progress: bool = True, force: bool = False) -> Path
         for stale in cache.parent.glob(f".{cache.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}.tmp-"))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the cache from other users
         try:
             _build(cfg, tmp, progress)
             _swap_in(tmp, cache)
@@ -216,7 +223,7 @@ def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
         class_names = T.derive_classes(tok, (r.title for r in train),
                                        _extra(cfg, "num_classes", T.DEFAULT_NUM_CLASSES))
         id2cls = None
-    atomic_write_json(out / "classes.json", class_names)
+    _write_json(out / "classes.json", class_names)
     timings["vocab"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -249,7 +256,7 @@ def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
     timings["total"] = time.perf_counter() - t0
 
     vocab_size = tok.get_vocab_size()
-    atomic_write_json(out / MANIFEST, {
+    _write_json(out / MANIFEST, {
         "key": key,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "vocab_size": vocab_size,
@@ -267,6 +274,11 @@ def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
         "corrupt_images": [e for s in SPLITS for e in splits[s].examples][:50],
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     })
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Plain write: the whole folder becomes visible at once by the final rename."""
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def _str_array(items: Sequence[str]) -> np.ndarray:

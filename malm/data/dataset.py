@@ -31,6 +31,19 @@ TEXT_KEYS = ("title", "ingrs", "instrs")
 _ARRAYS = ("ids", "title", "ingrs", "instrs", "cls", "image_offsets", "images")
 
 
+_M64 = (1 << 64) - 1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 chain): distinct tuples give unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & _M64)) * 0xBF58476D1CE4E5B9 & _M64
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _M64
+        h ^= h >> 31
+    return h >> 1
+
+
 class RecipeImageDataset(Dataset):
     """Pairs of one split of the cache. ``dataset[i]`` is a dict::
 
@@ -67,8 +80,8 @@ class RecipeImageDataset(Dataset):
             raise ValueError(f"{self.cache_dir / split}: image_offsets do not match images.npy "
                              f"({n} pairs, {m} image rows); rebuild the cache")
         self.ids: list[str] = [str(x) for x in a["ids"]]
-        self._mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(CLIP_STD).view(3, 1, 1)
+        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+        self._scale, self._offset = 1.0 / (255.0 * std), mean / std
 
     # memmaps are opened lazily per process: a pickled dataset (DataLoader worker) carries paths only
     def _open(self) -> dict[str, np.ndarray]:
@@ -91,8 +104,7 @@ class RecipeImageDataset(Dataset):
     def _generator(self, index: int) -> torch.Generator | None:
         if self.seed is None:
             return None
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, np.uint32)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         a = self._open()
@@ -114,10 +126,11 @@ class RecipeImageDataset(Dataset):
             log.warning("%s/%s: image row %d unreadable (%s); sample %d skipped",
                         self.cache_dir, self.split, row, exc, index)
             return None
-        img = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)
         if flip:
-            img = img.flip(-1)
-        img = (img - self._mean) / self._std
+            crop = crop[:, ::-1]
+        # uint8 HWC -> float CHW, (x / 255 - mean) / std as one scale and one offset, in place
+        img = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()
+        img.mul_(self._scale).sub_(self._offset)
         out: dict[str, Any] = {"image": img}
         for k in TEXT_KEYS:
             out[k] = torch.from_numpy(a[k][index].astype(np.int64))

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from malm.data.dataset import TEXT_KEYS, collate
+from malm.data.dataset import TEXT_KEYS, collate, mix_seed
 from malm.data.text import MASK_ID, PAD_ID
 
 
@@ -89,9 +88,7 @@ class MaskingCollate:
 
     def generator(self, indices: Sequence[int]) -> torch.Generator:
         """The batch's generator, seeded from (seed, epoch, sample indices)."""
-        state = np.random.SeedSequence([self.seed, self.epoch, *map(int, indices)]).generate_state(
-            2, np.uint32)
-        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        return torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, len(indices), *indices))
 
     def __call__(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
         batch = collate(samples)
