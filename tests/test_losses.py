@@ -36,8 +36,10 @@ def _info_nce_loops(img: list[list[float]], rec: list[list[float]], scale: float
     """Symmetric InfoNCE by loops: mean over anchors of -log softmax at the match, both ways."""
     B = len(img)
     sim = [[scale * _dot(_unit(img[i]), _unit(rec[j])) for j in range(B)] for i in range(B)]
-    i2r = sum(-sim[i][i] + math.log(sum(math.exp(sim[i][j]) for j in range(B))) for i in range(B)) / B
-    r2i = sum(-sim[j][j] + math.log(sum(math.exp(sim[i][j]) for i in range(B))) for j in range(B)) / B
+    i2r = sum(-sim[i][i] + math.log(sum(math.exp(sim[i][j]) for j in range(B)))
+              for i in range(B)) / B
+    r2i = sum(-sim[j][j] + math.log(sum(math.exp(sim[i][j]) for i in range(B)))
+              for j in range(B)) / B
     return 0.5 * (i2r + r2i)
 
 
@@ -207,7 +209,8 @@ def test_distill_target_gets_no_grad():
     pred = torch.randn(1, 3, 2, requires_grad=True)
     target = torch.randn(1, 3, 2, requires_grad=True)
     mask = torch.ones(1, 3, dtype=torch.bool)
-    MaskedDistillLoss()({"dist_pred": pred, "dist_target": target, "mask": mask})["dist_loss"].backward()
+    out = MaskedDistillLoss()({"dist_pred": pred, "dist_target": target, "mask": mask})
+    out["dist_loss"].backward()
     assert target.grad is None
 
 

@@ -44,7 +44,8 @@ VARIANTS: list[tuple[str, dict]] = [
 def _deep_merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _deep_merge(out[k], v) if nested else v
     return out
 
 
@@ -104,16 +105,21 @@ def test_variant_forward_backward(name, overlay):
 
     B, E, P = 4, cfg.model.embed_dim, 16
     C, D = cfg.model.image.embed_dim, cfg.model.matching.width
-    S = 6 + 5 + 4
+    # packed recipe tokens: longest title (4 words) + most ingredient lines (5) + instructions (4)
+    S = 4 + 5 + 4
     assert out["img_emb"].shape == (B, E) and out["rec_emb"].shape == (B, E)
     assert torch.allclose(out["img_emb"].norm(dim=-1), torch.ones(B), atol=1e-5)
     if parts["matching"]:
         assert out["i_att"].shape == (B, 1 + P, D)
         assert out["attn"].shape == (B, 1 + P, S)
         assert out["r_att"].shape == (B, S, D)
+        n_tokens = ((batch["title"] != 0).sum(1) + (batch["ingrs"] != 0).any(-1).sum(1)
+                    + (batch["instrs"] != 0).any(-1).sum(1))
+        assert torch.equal((~out["rec_pad"]).sum(1), n_tokens)
         # A_I rows are distributions over the non-pad recipe tokens
         assert torch.allclose(out["attn"].sum(-1), torch.ones(B, 1 + P), atol=1e-5)
-        assert (out["attn"].masked_select(out["rec_pad"][:, None, :].expand_as(out["attn"])) == 0).all()
+        pad = out["rec_pad"][:, None, :].expand_as(out["attn"])
+        assert (out["attn"].masked_select(pad) == 0).all()
     else:
         assert "i_att" not in out
     if parts["predictor"]:
@@ -232,9 +238,11 @@ def _to_openai(state: dict) -> dict:
         elif k == "pos_embed":
             k, v = "positional_embedding", v[0]
         else:
-            for a, b in (("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"), ("blocks.", "transformer.resblocks."),
-                         ("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv.", "attn.in_proj_"),
-                         ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+            for a, b in (("patch_embed.proj", "conv1"), ("norm_pre", "ln_pre"),
+                         ("blocks.", "transformer.resblocks."), ("norm1", "ln_1"),
+                         ("norm2", "ln_2"), ("attn.qkv.", "attn.in_proj_"),
+                         ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"),
+                         ("mlp.fc2", "mlp.c_proj")):
                 k = k.replace(a, b)
             if k.startswith("norm."):
                 k = k.replace("norm.", "ln_post.")
@@ -289,6 +297,14 @@ class _ParamTree(nn.Module):
         return x
 
 
+def test_load_pretrained_from_malm_checkpoint(tmp_path):
+    cfg = variant_config(VARIANTS[5][1])
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    enc = ImageEncoder(_tiny_image_cfg(pretrained=str(tmp_path / "ckpt.pt")))
+    _assert_same(enc.vit, model.image_encoder.vit)
+
+
 def test_load_pretrained_resizes_pos_embed(tmp_path):
     src = create_vit(_tiny_image_cfg())  # 32 px -> 4x4 grid
     torch.save(src.state_dict(), tmp_path / "w.pth")
@@ -314,6 +330,33 @@ def test_load_pretrained_errors(tmp_path, caplog):
     torch.save(other.state_dict(), tmp_path / "other.pt")
     with pytest.raises((ValueError, RuntimeError)):
         load_pretrained(vit, str(tmp_path / "other.pt"))
+
+
+def test_recipe_packing_is_exact():
+    """Packing / trimming the recipe tokens only removes work on padding."""
+    from malm.models.recipe import RecipeEncoder
+
+    cfg = variant_config({})
+    enc = RecipeEncoder(cfg.model.recipe, VOCAB).eval()
+    ref = RecipeEncoder(cfg.model.recipe, VOCAB, pack=False).eval()
+    ref.load_state_dict(enc.state_dict())
+    batch = make_batch(cfg)
+    batch["ingrs"][0, 4] = 0  # absent lines anywhere: at most 4 of the 5 slots are used per row
+    batch["ingrs"][2, 0] = 0
+    batch["ingrs"][3, 1] = 0
+    long_title = torch.cat([batch["title"], torch.zeros(4, 5, dtype=torch.long)], 1)
+    with torch.no_grad():
+        a = enc(batch["title"], batch["ingrs"], batch["instrs"])
+        b = ref(batch["title"], batch["ingrs"], batch["instrs"])
+        c = enc(long_title, batch["ingrs"], batch["instrs"])  # trailing pad columns trimmed
+    assert torch.allclose(a["pooled"], b["pooled"], atol=1e-5)
+    assert torch.allclose(a["pooled"], c["pooled"], atol=1e-5)
+    assert a["tokens"].shape[1] < b["tokens"].shape[1]
+    # same non-pad token set per row
+    for r in range(4):
+        ta, tb = a["tokens"][r][~a["pad"][r]], b["tokens"][r][~b["pad"][r]]
+        assert ta.shape == tb.shape
+        assert torch.allclose(ta.sort(0).values, tb.sort(0).values, atol=1e-5)
 
 
 def test_robust_to_all_pad_fields():

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from malm.models.matching import global_features, global_logits, local_logits, local_recipe_features
+from malm.models.matching import (global_features, global_logits, local_logits,
+                                  local_recipe_features)
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:

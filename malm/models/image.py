@@ -86,7 +86,8 @@ class ImageEncoder(nn.Module):
         lo, hi = torch.aminmax(hidden)
         lo, hi = int(lo), int(hi)
         if lo != hi:
-            raise ValueError(f"every mask row must hide the same number of patches (got {lo}..{hi})")
+            raise ValueError("every mask row must hide the same number of patches "
+                             f"(got {lo}..{hi})")
         return mask.shape[1] - hi
 
     # ------------------------------------------------------------------ forward
@@ -158,10 +159,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Accept our own checkpoints (image_encoder.vit.* / vit.*) as well as plain timm ones."""
-    for prefix in ("module.", "image_encoder.vit.", "vit."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    """Accept our own checkpoints (a MALM / ImageEncoder state dict: the student's
+    ``image_encoder.vit.*`` / ``vit.*`` keys are taken) as well as plain timm ones."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    for prefix in ("image_encoder.vit.", "vit."):
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
@@ -201,9 +205,9 @@ def load_pretrained(vit: VisionTransformer, spec: str | None, *, allow_random_in
                                 img_size=vit.patch_embed.img_size)
     except Exception as exc:  # noqa: BLE001 - offline, unknown name, HF errors: one clear message
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise RuntimeError(f"model.image.pretrained={spec}: could not get hub weights "
-                           f"({'HF_HUB_OFFLINE=1; ' if offline else ''}{type(exc).__name__}: {exc})."
-                           " Point the field at a local weight file instead.") from exc
+        why = f"{'HF_HUB_OFFLINE=1; ' if offline else ''}{type(exc).__name__}: {exc}"
+        raise RuntimeError(f"model.image.pretrained={spec}: could not get hub weights ({why}). "
+                           "Point the field at a local weight file instead.") from exc
     vit.load_state_dict(hub.state_dict())
     log.info("image encoder: loaded hub weights %s", spec)
     return spec

@@ -32,15 +32,16 @@ class MultiheadAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim = heads, dim // heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        # separate q / k / v maps: a fused kv map + unbind costs a cat and zero-fills in backward
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x, ctx, key_pad=None, need_weights: bool = False):
         B, Q, D = x.shape
         K = ctx.shape[1]
         q = self.q(x).view(B, Q, self.heads, self.head_dim).transpose(1, 2)  # [B, h, Q, d]
-        k, v = self.kv(ctx).view(B, K, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k = self.k(ctx).view(B, K, self.heads, self.head_dim).transpose(1, 2)  # [B, h, K, d]
+        v = self.v(ctx).view(B, K, self.heads, self.head_dim).transpose(1, 2)
         keep = None if key_pad is None else ~key_pad[:, None, None, :]  # [B, 1, 1, K]
         if need_weights:
             # b batch, h head, q query, k key, d head dim
@@ -59,22 +60,24 @@ class MultiheadAttention(nn.Module):
 class DecoderBlock(nn.Module):
     """Pre-norm transformer decoder layer: self-attention, cross-attention, MLP.
 
+    Like ``nn.TransformerDecoderLayer(norm_first=True)`` (T-Food's decoder) the context is used as
+    given (it is already a normalised / projected token set). The MLP width defaults to 8/3 D:
+    T-Food's layers keep PyTorch's dim_feedforward=2048 at D=768.
     x: [B, Q, D], ctx: [B, K, D], pads [B, Q] / [B, K] -> x [B, Q, D], cross-attn [B, Q, K] or None
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 8 / 3):
         super().__init__()
         self.norm1, self.self_attn = nn.LayerNorm(dim), MultiheadAttention(dim, heads)
-        self.norm2, self.norm_ctx = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.cross_attn = MultiheadAttention(dim, heads)
+        self.norm2, self.cross_attn = nn.LayerNorm(dim), MultiheadAttention(dim, heads)
         self.norm3 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
+        hidden = int(round(dim * mlp_ratio))
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x, ctx, x_pad=None, ctx_pad=None, need_weights: bool = False):
         h = self.norm1(x)
         x = x + self.self_attn(h, h, x_pad)[0]
-        out, attn = self.cross_attn(self.norm2(x), self.norm_ctx(ctx), ctx_pad, need_weights)
+        out, attn = self.cross_attn(self.norm2(x), ctx, ctx_pad, need_weights)
         x = x + out
         x = x + self.mlp(self.norm3(x))
         return x, attn

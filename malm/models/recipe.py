@@ -2,7 +2,7 @@
 
 word embedding (shared) -> per field a word-level transformer over each sentence
   title:         word tokens [B, Lt, W]
-  ingredients:   sentence vectors (pad-masked mean of words) -> sentence-level transformer [B, Ni, W]
+  ingredients:   line vectors (pad-masked mean of words) -> line-level transformer [B, Ni, W]
   instructions:  same [B, Ns, W]
 -> cross-component decoder: each component attends to the concatenation of the other two
 -> pooled = concat of the three component means [B, 3W]; tokens = concat of the three token sets.
@@ -13,7 +13,11 @@ Differences from T-Food's code, all towards H-T (which T-Food builds on) or robu
 - absent lines (all-pad sentences) are not encoded at all: only present sentences are packed
   through the word-level transformer (fewer FLOPs, no NaN from all-pad attention rows);
 - pre-norm layers (``norm_first``) with a final LayerNorm, feed-forward width 4W (T-Food: 2048
-  for W=512, the same).
+  for W=512, the same);
+- only padding is trimmed: trailing word columns / line slots that are pad in every row, and
+  before the decoder each component's token set is packed (non-pad tokens first, cut to the
+  longest row of the batch). The decoder and the matching module treat tokens as a set (position
+  information is already inside each token), so outputs are unchanged (tested).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from malm.config import RecipeEncoderConfig
-from malm.models.ops import masked_mean, safe_key_padding
+from malm.models.ops import gather_tokens, masked_mean, safe_key_padding
 
 FIELDS = ("title", "ingrs", "instrs")
 
@@ -88,18 +92,49 @@ class ComponentDecoder(nn.Module):
         return self.norm(x)
 
 
+def used_length(present: torch.Tensor) -> int:
+    """1 + the last column that is non-pad in some row (>= 1). present [N, L] bool (one sync)
+
+    Dropping the columns after it is exact: pads are masked keys and positions are unchanged.
+    """
+    L = present.shape[-1]
+    last = (present.any(0) * torch.arange(1, L + 1, device=present.device)).max()
+    return max(int(last), 1)
+
+
+def pack_components(tokens: list[torch.Tensor], pads: list[torch.Tensor]
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Move each row's non-pad tokens first (order kept) and trim to the batch's longest row.
+
+    tokens[i]: [B, L_i, W], pads[i]: [B, L_i] -> [B, L'_i, W], [B, L'_i]  (one host sync)
+    """
+    counts = torch.stack([(~p).sum(1).amax() for p in pads]).tolist()
+    out_t, out_p = [], []
+    for tok, pad, n in zip(tokens, pads, counts):
+        n = max(int(n), 1)
+        if n < pad.shape[1]:  # else nothing to trim (order does not matter)
+            order = torch.argsort(pad.to(torch.int8), dim=1, stable=True)[:, :n]  # [B, n]
+            tok, pad = gather_tokens(tok, order), torch.gather(pad, 1, order)
+        out_t.append(tok)
+        out_p.append(pad)
+    return out_t, out_p
+
+
 class RecipeEncoder(nn.Module):
     """T-Food hierarchical recipe encoder.
 
     forward(title [B, Lt], ingrs [B, Ni, L], instrs [B, Ns, L]) (token ids, 0 = pad) -> dict
       pooled [B, 3W]  concat of the title / ingredient / instruction means (-> projection head)
-      tokens [B, S, W]  S = Lt + Ni + Ns: title words, ingredient lines, instruction lines
-                        after the cross-component decoder (T-Food ``recipe_feat_sep``)
+      tokens [B, S, W]  title words, ingredient lines, instruction lines after the
+                        cross-component decoder (T-Food ``recipe_feat_sep``); with ``pack`` each
+                        component is packed, S <= Lt + Ni + Ns
       pad    [B, S]  bool, True = pad / absent line
     """
 
-    def __init__(self, cfg: RecipeEncoderConfig, vocab_size: int, max_len: int = 64):
+    def __init__(self, cfg: RecipeEncoderConfig, vocab_size: int, max_len: int = 64,
+                 pack: bool = True):
         super().__init__()
+        self.pack = pack
         self.width = cfg.width
         self.out_dim = 3 * cfg.width
         self.embedding = nn.Embedding(vocab_size, cfg.width, padding_idx=0)
@@ -114,29 +149,34 @@ class RecipeEncoder(nn.Module):
             self.decoders = None
 
     def _words(self, field: str, ids: torch.Tensor) -> torch.Tensor:
-        """ids [N, L] -> word tokens [N, L, W]"""
+        """ids [N, L] -> word tokens [N, L', W], L' = L without the trailing all-pad columns"""
+        ids = ids[:, : used_length(ids != 0)]
         return self.words[field](self.embedding(ids), ids == 0)
 
     def _lines(self, field: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids [B, N, L] -> line tokens [B, N, W], pad [B, N] (absent lines)"""
-        B, N, _ = ids.shape
+        """ids [B, N, L] -> line tokens [B, N', W], pad [B, N'] (absent lines; trailing
+        line slots absent in every row are dropped)"""
         present = (ids != 0).any(-1)  # [B, N]
+        present = present[:, : used_length(present)]
+        ids = ids[:, : present.shape[1]]
+        B, N, _ = ids.shape
         packed = ids[present]  # [M, L] only the lines that exist
         vecs = self.embedding.weight.new_zeros(B, N, self.width)
         if packed.shape[0] > 0:
-            words = self._words(field, packed)  # [M, L, W]
-            vecs = vecs.index_put((present,), masked_mean(words, packed == 0))
+            words = self._words(field, packed)  # [M, L', W]
+            vecs = vecs.index_put((present,), masked_mean(words, packed[:, :words.shape[1]] == 0))
         pad = ~present
         return self.sentences[field](vecs, pad), pad
 
     def forward(self, title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.Tensor) -> dict:
-        t_pad = title == 0
         comps = [self._words("title", title)]
-        pads = [t_pad]
+        pads = [title[:, :comps[0].shape[1]] == 0]
         for field, ids in (("ingrs", ingrs), ("instrs", instrs)):
             tok, pad = self._lines(field, ids)
             comps.append(tok)
             pads.append(pad)
+        if self.pack:
+            comps, pads = pack_components(comps, pads)
         if self.decoders is not None:
             out = []
             for i, field in enumerate(FIELDS):
