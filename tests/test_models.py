@@ -8,6 +8,8 @@ import math
 import zipfile
 
 import pytest
+
+from malm.variants import registry
 import torch
 import torch.nn as nn
 
@@ -30,15 +32,8 @@ VOCAB = 40
 
 _OFF = {"lambda_gc": 0.0, "lambda_lc": 0.0, "lambda_dist": 0.0}
 # (name, overlay of the Config tree). To be replaced by the registry ``malm.variants``.
-VARIANTS: list[tuple[str, dict]] = [
-    ("baseline", {"loss": dict(_OFF), "model": {"mask": {"ratio": 0.0}}}),
-    ("global_only", {"loss": {**_OFF, "lambda_gc": 1.0}, "model": {"mask": {"ratio": 0.0}}}),
-    ("llc", {"loss": {**_OFF, "lambda_lc": 1.0}, "model": {"mask": {"ratio": 0.75}}}),
-    ("no_mask", {"loss": {"lambda_dist": 1.0}, "model": {"mask": {"ratio": 0.0}}}),
-    ("no_distill", {"loss": {"lambda_dist": 0.0}, "model": {"mask": {"ratio": 0.75}}}),
-    ("malm", {"model": {"mask": {"ratio": 0.75}}}),
-    ("mask_both", {"model": {"mask": {"ratio": 0.75, "recipe_ratio": 0.75}}}),
-]
+# Every registered variant (baselines/ and ablations/), overlays as the registry resolves them.
+VARIANTS: list[tuple[str, dict]] = [(name, dict(v.overlay)) for name, v in sorted(registry().items())]
 
 
 def _deep_merge(a: dict, b: dict) -> dict:
@@ -150,7 +145,7 @@ def _count_block_tokens(encoder: ImageEncoder) -> list[int]:
 
 
 def test_student_processes_only_visible_tokens():
-    cfg = variant_config(VARIANTS[5][1])  # malm, ratio 0.75 of 16 patches -> 12 hidden
+    cfg = variant_config(dict(VARIANTS)["malm"])  # ratio 0.75 of 16 patches -> 12 hidden
     model = build_model(cfg.model, cfg.loss, VOCAB)
     student = _count_block_tokens(model.image_encoder)
     teacher = _count_block_tokens(model.teacher.module)
@@ -160,7 +155,7 @@ def test_student_processes_only_visible_tokens():
 
 
 def test_embed_image_equals_unmasked_path():
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB).eval()
     batch = make_batch(cfg)
     batch["mask"] = torch.zeros_like(batch["mask"])
@@ -175,7 +170,7 @@ def test_embed_image_equals_unmasked_path():
 
 def test_masked_tokens_keep_visible_positions():
     """I_f: visible tokens at their own positions, mask token + pos embed at hidden ones."""
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     enc = build_model(cfg.model, cfg.loss, VOCAB).image_encoder.eval()
     batch = make_batch(cfg)
     with torch.no_grad():
@@ -193,7 +188,7 @@ def test_masked_tokens_keep_visible_positions():
 
 
 def test_frozen_image_encoder_and_param_groups():
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)
     model.set_image_trainable(False)
     batch = make_batch(cfg)
@@ -211,7 +206,7 @@ def test_frozen_image_encoder_and_param_groups():
 
 
 def test_update_teacher_and_train_mode():
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)
     model.train()
     assert not model.teacher.module.training
@@ -298,7 +293,7 @@ class _ParamTree(nn.Module):
 
 
 def test_load_pretrained_from_malm_checkpoint(tmp_path):
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)
     torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
     enc = ImageEncoder(_tiny_image_cfg(pretrained=str(tmp_path / "ckpt.pt")))
@@ -360,7 +355,7 @@ def test_recipe_packing_is_exact():
 
 
 def test_robust_to_all_pad_fields():
-    cfg = variant_config(VARIANTS[5][1])
+    cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)
     batch = make_batch(cfg)
     batch["ingrs"][:] = 0

@@ -12,13 +12,10 @@ from malm.losses.triplet import SemanticTripletLoss
 
 
 def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss:
-    # hardest_negative: 1 negative per anchor; false: all of them (T-Food's published setting,
-    # nb_samples 9999). Aggregation "valid" = T-Food / AdaMine.
-    n_neg = 1 if cfg.hardest_negative else None
-    n_neg = getattr(cfg, "triplet_negatives", n_neg) or None  # proposed field; 0 = all
+    """T-Food's semantic triplet loss; ``triplet_negatives`` 0 = all negatives (nb_samples 9999)."""
     return SemanticTripletLoss(cfg.margin_start, cfg.margin_step, cfg.margin_max,
-                               cfg.semantic_weight, n_negatives=n_neg,
-                               aggregation=getattr(cfg, "triplet_aggregation", "valid"))
+                               cfg.semantic_weight, n_negatives=cfg.triplet_negatives or None,
+                               aggregation=cfg.triplet_aggregation)
 
 
 class MALMCriterion:
