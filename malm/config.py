@@ -133,9 +133,10 @@ class LossConfig:
     margin_step: float = _f(0.005, "Margin increase per epoch (T-Food: 0.005).")
     margin_max: float = _f(0.3, "Margin cap (T-Food: 0.3).")
     semantic_weight: float = _f(0.1, "Weight of the semantic terms SIRR/SRII (T-Food: 0.1).")
-    triplet_negatives: int = _f(1, "In-batch negatives per anchor, hardest first: 1 = the hardest "
-                                "negative (the spec's max_negative); 0 = all negatives (T-Food's published "
-                                "config: nb_samples 9999).")
+    triplet_negatives: int = _f(0, "In-batch negatives per anchor, hardest first. 0 = all of them: "
+                                "T-Food's published config is sampling max_negative with nb_samples 9999, "
+                                "i.e. every negative ordered by hardness. 1 = only the hardest (VSE++-style; "
+                                "collapses from random init on the CPU default).")
     triplet_aggregation: str = _f("valid", "Mean over the triplets that still violate the margin "
                                   "(valid, T-Food/AdaMine) or over all triplets (mean).")
 

@@ -1,0 +1,84 @@
+"""The suite's own stages and grids on the real local Slurm cluster (``bash slurm/cluster.sh start``):
+a training job submitted through `malm train --executor slurm` completes and its metrics land; a
+2-cell grid goes out as one job array, `grid status` sees it, re-submitting skips finished cells
+and `grid collect` builds the same tables as DVC."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SMOKE, overrides
+from test_slurm import _cluster_problem
+
+pytestmark = pytest.mark.slurm
+MALM = [sys.executable, "-m", "malm.cli"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    problem = _cluster_problem()
+    if problem:
+        pytest.fail(f"the local Slurm cluster is not running: {problem}. "
+                    "Start it with `bash slurm/cluster.sh start` (as root).", pytrace=False)
+
+
+def malm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(MALM + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_stage_as_slurm_job(tmp_path, tiny_data):
+    run_dir = tmp_path / "run"
+    p = malm("train", "--config", str(SMOKE), "--variant", "baseline", "--run-dir", str(run_dir),
+             "--executor", "slurm", *overrides(tiny_data, **{"train.epochs": 1, "train.threads": 1,
+                                                             "slurm.log_dir": str(tmp_path / "logs")}))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "slurm job" in p.stdout  # the job id and its log were announced
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["variant"] == "baseline" and "val/img2rec_R@1" in metrics
+    assert list((tmp_path / "logs").glob("*/*_log.out")), "no submitit log written"
+
+
+def test_grid_array_status_resubmit_collect(tmp_path, tiny_data):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "tiny", "variants": ["baseline", "mask_0.5"], "seeds": [0],
+        "config": [str(SMOKE)], "out": str(tmp_path / "out"),
+        "overrides": {"train": {"epochs": 1, "threads": 1},
+                      "data": {k.split(".")[1]: (v if k != "data.synthetic" else False)
+                               for k, v in tiny_data.items()},
+                      "slurm": {"cpus_per_task": 1, "mem_gb": 2}}}))
+    p = malm("grid", "submit", str(grid))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    jobs = json.loads((tmp_path / "out" / "jobs.json").read_text())
+    ids = {j["job_id"] for j in jobs.values()}
+    assert len(jobs) == 2 and all("_" in i for i in ids), jobs  # one array: <array id>_<task>
+    assert len({i.split("_")[0] for i in ids}) == 1
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        p = malm("grid", "status", str(grid))
+        assert p.returncode == 0, p.stderr[-2000:]
+        if "2/2 cells finished" in p.stdout:
+            break
+        assert "FAILED" not in p.stdout and "CANCELLED" not in p.stdout, p.stdout
+        time.sleep(5)
+    else:
+        pytest.fail(f"grid did not finish: {p.stdout}")
+
+    p = malm("grid", "submit", str(grid))  # nothing left to do
+    assert p.returncode == 0 and "nothing submitted" in p.stdout, p.stdout
+
+    p = malm("grid", "collect", str(grid))
+    assert p.returncode == 0, p.stderr[-2000:]
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
+    assert set(df.variant) == {"baseline", "mask_0.5"} and set(df.protocol) == {"tfood", "ht"}
+    assert Path(tmp_path / "out" / "tables" / "tables.md").read_text().count("MALM r=0.5") >= 1
