@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
+# DVC stage commands (`malm ...`, `jupyter ...`) and Slurm jobs find the venv's tools first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # -m expression for `make test`: CI runs everything but the slow and GPU tests.
 TEST_MARKERS ?= not slow and not gpu
 
@@ -25,7 +27,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 ## Main job: the whole default pipeline (synthetic data, baselines + MALM, 3 seeds, tables, figures).
 repro: setup
-	$(VENV)/bin/dvc repro
+	dvc repro
 
 ## The local single-node Slurm cluster (munge, slurmdbd+MariaDB, slurmctld, slurmd).
 cluster:

@@ -3,14 +3,16 @@
     python benchmarks/bench_eval.py [--dim 1024] [--repeats 3] [--device cpu] [--threads 0]
 
 Cases: the two Recipe1M bag settings under the tfood protocol, both directions: 10 bags of 1,000
-and 5 bags of 10,000 pairs. Each line gives the median wall time of ``--repeats`` runs, and next to
-it the time of the bare ``[B, D] @ [D, B]`` float32 matmuls alone (the floor: every rank needs every
-similarity).
+and 5 bags of 10,000 pairs. Each line gives the median wall time (and this process's CPU time) of
+``--repeats`` runs, and next to it the time of the bare ``[B, D] @ [D, B]`` float32 matmuls alone
+(the floor: every rank needs every similarity). The load average is printed because the CPU may be
+shared: compare figures only from runs under similar load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -25,15 +27,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, repeats: int, device: torch.device) -> float:
-    times = []
+def _median_time(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median (wall seconds, CPU seconds of this process) over ``repeats`` runs."""
+    wall, cpu = [], []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -54,7 +58,8 @@ def main() -> None:
     image, recipe = image.to(device), recipe.to(device)
     ids = list(range(n))
     print(f"device={device} threads={torch.get_num_threads()} D={args.dim} "
-          f"torch={torch.__version__} repeats={args.repeats} (median seconds)")
+          f"torch={torch.__version__} repeats={args.repeats} (median seconds) "
+          f"load average {os.getloadavg()[0]:.2f} (other processes share the CPU)")
 
     for bag_size, n_bags in ((1000, 10), (10_000, 5)):
         evaluate(image[:bag_size], recipe[:bag_size], ids[:bag_size], bag_size=bag_size,
@@ -71,10 +76,10 @@ def main() -> None:
 
         t_mm = _median_time(matmuls, args.repeats, device)
         r = evaluate(image, recipe, ids, bag_size=bag_size, n_bags=n_bags, device=device)
-        print(f"tfood {n_bags:>2} x {bag_size:>6}: evaluate {t_eval:7.3f} s   "
-              f"(matmuls alone {t_mm:7.3f} s)   img2rec medR {r['img2rec']['medR']['mean']:.1f} "
-              f"R@1 {r['img2rec']['R@1']['mean']:.2f}")
-
+        print(f"tfood {n_bags:>2} x {bag_size:>6}: evaluate {t_eval[0]:7.3f} s wall "
+              f"({t_eval[1]:7.3f} s CPU)   matmuls alone {t_mm[0]:7.3f} s wall ({t_mm[1]:7.3f} s CPU)"
+              f"   img2rec medR {r['img2rec']['medR']['mean']:.1f} R@1 {r['img2rec']['R@1']['mean']:.2f}"
+              f"   load {os.getloadavg()[0]:.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

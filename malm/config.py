@@ -253,6 +253,11 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
     if isinstance(current, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
     if isinstance(current, str) and not isinstance(value, str):
         return str(value)

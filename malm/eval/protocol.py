@@ -87,10 +87,11 @@ def evaluate(image: torch.Tensor | np.ndarray, recipe: torch.Tensor | np.ndarray
     device = torch.device(device) if device is not None else image_t.device
 
     per_bag: dict[str, list[dict[str, float]]] = {d: [] for d in DIRECTIONS}
+    sim = torch.empty(bag_size, bag_size, dtype=torch.float32, device=device)  # reused per bag
     for idx in bags:  # one [B, B] similarity matrix per bag
         rows = torch.from_numpy(idx).to(image_t.device)
         out = bag_metrics(image_t.index_select(0, rows).to(device),
-                          recipe_t.index_select(0, rows).to(device))
+                          recipe_t.index_select(0, rows).to(device), sim_out=sim)
         for d in DIRECTIONS:
             per_bag[d].append(out[d])
 
