@@ -39,7 +39,8 @@ def repo(tmp_path_factory) -> Path:
     params = yaml.safe_load((dst / "params.yaml").read_text())
     smoke = yaml.safe_load(SMOKE.read_text())
     smoke["data"].update(root="data/synth", cache_dir="data/cache")
-    params.update(smoke)
+    for section, values in smoke.items():
+        params[section] = {**params.get(section, {}), **values}
     params["pipeline"] = {"variants": ["baseline", "malm"], "seeds": [0]}
     params["variant_overrides"] = {"baseline": {}, "malm": {}}
     params["train"]["epochs"] = 1
