@@ -68,8 +68,8 @@ class ImageEncoderConfig:
     arch: str = _f("vit_base_patch16_clip_224", "timm architecture name (paper: CLIP ViT-B/16).")
     img_size: int = _f(64, "Input side in pixels (paper: 224).")
     patch_size: int = _f(8, "Patch side in pixels (paper: 16).")
-    embed_dim: int = _f(192, "Token width (paper: 768).")
-    depth: int = _f(4, "Transformer blocks (paper: 12).")
+    embed_dim: int = _f(96, "Token width (paper: 768).")
+    depth: int = _f(3, "Transformer blocks (paper: 12).")
     num_heads: int = _f(3, "Attention heads (paper: 12).")
     pretrained: str | None = _f(None, "Local weight file (timm/safetensors state dict or OpenAI CLIP "
                                 "checkpoint), or a hub name when online; null = no weights.")
@@ -80,9 +80,9 @@ class ImageEncoderConfig:
 
 @dataclass
 class RecipeEncoderConfig:
-    width: int = _f(128, "Transformer width of the T-Food recipe encoder (paper: 512).")
+    width: int = _f(64, "Transformer width of the T-Food recipe encoder (paper: 512).")
     layers: int = _f(1, "Layers per sentence/merger transformer (paper: 2).")
-    heads: int = _f(4, "Attention heads (paper: 4).")
+    heads: int = _f(2, "Attention heads (paper: 4).")
     decoder_layers: int = _f(1, "Cross-component decoder layers (paper: 2).")
     dropout: float = _f(0.1, "Dropout inside the recipe transformers.")
 
@@ -95,18 +95,18 @@ class MaskConfig:
 
 @dataclass
 class MatchingConfig:
-    width: int = _f(128, "Width D of the two-level matching module (paper: 768).")
-    layers: int = _f(2, "Layers of each cross-attention decoder (paper text: 1 or 4; T-Food: 4).")
-    heads: int = _f(4, "Heads of each decoder (T-Food: 4).")
+    width: int = _f(64, "Width D of the two-level matching module (paper: 768).")
+    layers: int = _f(1, "Layers of each cross-attention decoder (paper text: 1 or 4; T-Food: 4).")
+    heads: int = _f(2, "Heads of each decoder (T-Food: 4).")
     tau_init: float = _f(0.07, "Initial contrastive temperature (not in the paper; CLIP's 0.07).")
     learn_tau: bool = _f(True, "Learn the temperature (CLIP-style logit scale).")
 
 
 @dataclass
 class DistillConfig:
-    predictor_layers: int = _f(2, "Predictor transformer layers (paper 4.3: 2).")
+    predictor_layers: int = _f(1, "Predictor transformer layers (paper 4.3: 2).")
     predictor_heads: int = _f(2, "Predictor heads (paper 4.3: 2).")
-    predictor_width: int = _f(192, "Predictor width (paper: 768).")
+    predictor_width: int = _f(96, "Predictor width (paper: 768).")
     momentum: float = _f(0.999, "EMA momentum at the start (not in the paper; DINO-style).")
     momentum_end: float = _f(1.0, "EMA momentum at the end of training (cosine schedule).")
     beta: float = _f(1.0, "SmoothL1 beta (not in the paper).")
@@ -119,7 +119,7 @@ class ModelConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    embed_dim: int = _f(256, "Joint embedding dimension (T-Food dim_emb, paper: 1024).")
+    embed_dim: int = _f(128, "Joint embedding dimension (T-Food dim_emb, paper: 1024).")
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -144,13 +144,13 @@ class LossConfig:
 # ----------------------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
-    epochs: int = _f(8, "Training epochs (paper: 120).")
+    epochs: int = _f(2, "Training epochs (paper: 120).")
     batch_size: int = _f(64, "Batch size (paper: 128).")
-    lr: float = _f(3e-4, "Adam learning rate for all but the image encoder (paper: 1e-5).")
-    lr_image: float = _f(3e-4, "Adam learning rate for the image encoder (paper: 1e-6).")
+    lr: float = _f(1e-3, "Adam learning rate for all but the image encoder (paper: 1e-5).")
+    lr_image: float = _f(1e-3, "Adam learning rate for the image encoder (paper: 1e-6).")
     weight_decay: float = _f(0.0, "Adam weight decay.")
     freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
-    warmup_steps: int = _f(0, "Linear learning-rate warm-up steps.")
+    warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off).")
     seed: int = _f(0, "Random seed (model init, data order, masks).")
     device: str = _f("auto", "auto, cpu or cuda.")
