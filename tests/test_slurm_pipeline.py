@@ -15,18 +15,10 @@ import pytest
 import yaml
 
 from conftest import REPO, SMOKE, overrides
-from test_slurm import _cluster_problem
+from test_slurm import cluster  # noqa: F401  (autouse: fail, never skip, without a cluster)
 
 pytestmark = pytest.mark.slurm
 MALM = [sys.executable, "-m", "malm.cli"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    problem = _cluster_problem()
-    if problem:
-        pytest.fail(f"the local Slurm cluster is not running: {problem}. "
-                    "Start it with `bash slurm/cluster.sh start` (as root).", pytrace=False)
 
 
 def malm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
