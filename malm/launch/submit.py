@@ -166,7 +166,9 @@ def wait_for(job: submitit.Job, poll_s: float = 5.0, timeout_s: float | None = N
         raise JobFailed(job, state, _stderr_tail(job))
     try:
         return job.result()
-    except (FailedJobError, UncompletedJobError) as exc:  # the function raised, or gave up
+    except FailedJobError as exc:  # the function raised (sacct may still lag at RUNNING)
+        raise JobFailed(job, "FAILED", str(exc), reason="raised an exception") from exc
+    except UncompletedJobError as exc:  # submitit gave up on the job
         raise JobFailed(job, state, str(exc), reason=f"gave no result (state {state})") from exc
 
 
