@@ -131,3 +131,16 @@ def test_variants_train_through_cli(tmp_path, tiny_data, variant):
                 "no_mask": {"train/itc_loss", "train/gc_loss", "train/lc_loss"},
                 "mask_both": {"train/itc_loss", "train/gc_loss", "train/lc_loss", "train/dist_loss"}}
     assert losses == expected[variant]
+
+
+def test_ddp_two_ranks_on_cpu(tmp_path, tiny_data):
+    """The DDP path (what submitit's distributed environment sets up on Slurm) with gloo on CPU."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    cmd = [torchrun, "--nproc-per-node", "2", "-m", "malm.cli",
+           *train_args(tmp_path / "ddp", tiny_data, **{"train.epochs": 1})]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    hist = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(hist) == 1 and hist[0]["train/dist_loss"] > 0
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["finished"]
