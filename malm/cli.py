@@ -51,28 +51,14 @@ def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def build_config(args: argparse.Namespace) -> C.Config:
-    """params.yaml / --config files <- variant overlay <- key=value overrides."""
+    """--config files (params.yaml) <- variant overlay <- variant_overrides <- key=value overrides."""
     from malm import variants
 
-    base, per_variant = C.Config(), []
-    for path in getattr(args, "config", None) or []:
-        params = C.load_yaml(path)
-        base = C.merge(base, _params_config(params))
-        per_variant.append((params.get("variant_overrides") or {}).get(args.variant) or {})
-    cfg = variants.resolve(args.variant, base)
-    for overlay in per_variant:  # params.yaml's variant_overrides.<name>: after the variant's own file
-        cfg = C.merge(cfg, overlay)
     overrides = C.parse_overrides(getattr(args, "overrides", None) or [])
     seed = getattr(args, "seed", None)
     if seed is not None:
         overrides.setdefault("train", {})["seed"] = seed
-    return C.merge(cfg, overrides)
-
-
-def _params_config(params: dict) -> dict:
-    """params.yaml also holds pipeline lists (variants, seeds); keep only config sections."""
-    sections = {f.name for f in dataclasses.fields(C.Config)}
-    return {k: v for k, v in params.items() if k in sections}
+    return variants.resolve_from_files(args.variant, getattr(args, "config", None) or [], overrides)
 
 
 def _add_config_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
@@ -156,8 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out_dir:  # every protocol x bag of the config's `eval` section
         from malm.launch.stage import run_stage
 
-        args.variant = "malm"
-        cfg = build_config(args)
+        from malm import variants
+
+        cfg = variants.resolve_from_files("malm", args.config or [], {"eval": {"seed": args.seed}})
         for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir):
             print(path)
         return 0

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+import dataclasses
+import os
+from typing import Any, Iterable, Mapping
 
 from malm.config import Config, ConfigError, load_yaml, merge
 
@@ -81,4 +83,21 @@ def resolve(name: str, base: Config | None = None, overrides: Mapping[str, Any] 
     cfg = merge(cfg, {"variant": name})
     if overrides:
         cfg = merge(cfg, overrides)
+    return cfg
+
+
+def resolve_from_files(name: str, config_files: Iterable[str | os.PathLike] = (),
+                       *overlays: Mapping[str, Any]) -> Config:
+    """The config of variant ``name`` as every entry point builds it: config files (params.yaml,
+    configs/*.yaml; their non-config keys such as ``pipeline`` are ignored) <- the variant's overlay
+    <- each file's ``variant_overrides.<name>`` <- ``overlays`` in order (CLI overrides, grid cells)."""
+    sections = {f.name for f in dataclasses.fields(Config)}
+    base, per_variant = Config(), []
+    for path in config_files:
+        params = load_yaml(path)
+        base = merge(base, {k: v for k, v in params.items() if k in sections})
+        per_variant.append((params.get("variant_overrides") or {}).get(name) or {})
+    cfg = resolve(name, base)
+    for overlay in (*per_variant, *overlays):
+        cfg = merge(cfg, overlay)
     return cfg

@@ -83,25 +83,13 @@ def load_grid(path: str | os.PathLike, cli_overrides: list[str] | None = None) -
         raise C.ConfigError(f"{path}: unknown grid keys {sorted(unknown)}")
     name = spec.get("name") or Path(path).stem
     out = Path(spec.get("out") or f"grids/{name}")
-    base = C.Config()
-    per_variant: list[dict] = []
-    for cfg_path in spec.get("config") or []:
-        params = C.load_yaml(cfg_path)
-        sections = {f for f in C.Config.__dataclass_fields__}
-        base = C.merge(base, {k: v for k, v in params.items() if k in sections})
-        per_variant.append(params.get("variant_overrides") or {})
-    overrides = C.merge(C.Config(), spec.get("overrides") or {})  # validate early
-    del overrides
+    C.merge(C.Config(), spec.get("overrides") or {})  # fail on a bad key before submitting anything
     cli = C.parse_overrides(cli_overrides or [])
     cells = []
     for v in spec["variants"]:
         for seed in spec.get("seeds") or [0]:
-            cfg = variants.resolve(v, base)
-            for pv in per_variant:
-                cfg = C.merge(cfg, pv.get(v) or {})
-            cfg = C.merge(cfg, spec.get("overrides") or {})
-            cfg = C.merge(cfg, cli)
-            cfg = C.merge(cfg, {"train": {"seed": int(seed)}})
+            cfg = variants.resolve_from_files(v, spec.get("config") or [], spec.get("overrides") or {},
+                                              cli, {"train": {"seed": int(seed)}})
             cell = Cell(v, int(seed), str(out / "runs" / v / f"seed{seed}"),
                         str(out / "metrics" / v / f"seed{seed}"))
             cells.append((cell, cfg))
