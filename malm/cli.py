@@ -178,7 +178,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from malm.launch import grid
 
     if args.grid_command == "submit":
-        grid.submit_grid(args.grid, executor=args.executor, cli_overrides=args.overrides)
+        grid.submit_grid(args.grid, executor=args.executor, cli_overrides=args.overrides, seeds=args.seeds)
     elif args.grid_command == "status":
         grid.status(args.grid)
     else:
@@ -299,6 +299,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="Grid file, e.g. ablations/grids/table3.yaml.")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
                    help="slurm (default): the Slurm cluster; local: subprocesses on this machine.")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="Submit only the cells of these seeds (a subset of the grid's seeds); "
+                        "re-submit later without it for the rest.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Config overrides for every cell, e.g. train.epochs=4.")
     p.set_defaults(func=cmd_grid)

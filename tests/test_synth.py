@@ -195,3 +195,26 @@ def test_images_carry_ingredient_colour(tiny):
             losses += sum(near[k] < near[j] for j in others)
     assert wins + losses > 300
     assert wins / (wins + losses) > 0.7, (wins, losses)
+
+
+def test_n_ingredients_and_piece_scale(tmp_path):
+    """n_ingredients keeps only the n most popular ingredients; piece_scale draws larger pieces."""
+    cfg = SynthConfig(n_train=300, n_val=0, n_test=0, n_ingredients=24)
+    vocab = build_vocabulary(cfg)
+    used = {j for p in plan_recipes(cfg, vocab) for j in p.ingredients}
+    top = set(np.argsort(-vocab.popularity)[:24].tolist())
+    assert used <= top and len(used) > 12
+    assert (vocab.popularity > 0).sum() == 24
+    with pytest.raises(ValueError, match="n_ingredients"):
+        SynthConfig(n_ingredients=4, max_ingredients=8)
+    with pytest.raises(ValueError, match="piece_scale"):
+        SynthConfig(piece_scale=10)
+
+    def mean_box_area(root: Path, scale: float) -> float:
+        generate(root, SynthConfig(**TINY, piece_scale=scale, occlusion=0.0, workers=0), progress=False)
+        truth = _load(root, "synth_truth.json")
+        areas = [(b[2] - b[0]) * (b[3] - b[1]) for e in truth["images"].values()
+                 for b in (i["box"] for i in e["ingredients"])]
+        return float(np.mean(areas))
+
+    assert mean_box_area(tmp_path / "large", 2.0) > 1.3 * mean_box_area(tmp_path / "normal", 1.0)

@@ -74,6 +74,10 @@ class SynthConfig:
                              "(fraction of 255).")
     occlusion: float = _f(0.3, "0..1: overlap between ingredient groups and chance of sauce drizzled "
                           "over them.")
+    n_ingredients: int = _f(0, "Use only the this many most popular ingredients (0 = all 156): fewer "
+                            "ingredients to tell apart make the benchmark easier.")
+    piece_scale: float = _f(1.0, "Scale of every ingredient piece (1 = the vocabulary's sizes; larger "
+                            "pieces are easier to see at low resolution).")
     zipf_a: float = _f(1.1, "Zipf exponent of ingredient popularity (0 = uniform; larger = longer tail).")
     dish_zipf_a: float = _f(0.5, "Zipf exponent of dish-type frequency (0 = balanced classes).")
     jpeg_quality: int = _f(90, "JPEG quality of the saved images.")
@@ -94,6 +98,9 @@ class SynthConfig:
              "lookalike_frac and occlusion lie in [0, 1]")
         need(min(self.noise, self.color_jitter, self.zipf_a, self.dish_zipf_a, self.max_pantry) >= 0,
              "noise, color_jitter, zipf exponents and max_pantry must be >= 0")
+        need(self.n_ingredients == 0 or self.n_ingredients >= self.max_ingredients,
+             "n_ingredients must be 0 (all) or >= max_ingredients")
+        need(0.25 <= self.piece_scale <= 4, "piece_scale must lie in [0.25, 4]")
         need(1 <= self.jpeg_quality <= 100 and self.workers >= 0, "jpeg_quality in [1, 100], workers >= 0")
 
     def output_config(self) -> dict:
@@ -133,6 +140,8 @@ def build_vocabulary(cfg: SynthConfig) -> Vocabulary:
     ranks = np.empty(n, np.int64)
     ranks[rng.permutation(n)] = np.arange(1, n + 1)
     pop = 1.0 / ranks ** cfg.zipf_a
+    if cfg.n_ingredients:
+        pop[ranks > cfg.n_ingredients] = 0.0
     pop /= pop.sum()
     looks = [Look(i.color, i.color2, i.texture, i.shape, i.size, k) for k, i in enumerate(INGREDIENTS)]
 
@@ -222,7 +231,7 @@ _WORKER: dict = {}
 
 def _init_worker(looks: list[Look], cfg: SynthConfig, out: str) -> None:
     _WORKER["renderer"] = Renderer(looks, cfg.image_size, cfg.noise, cfg.color_jitter, cfg.occlusion,
-                                   cfg.seed)
+                                   cfg.seed, piece_scale=cfg.piece_scale)
     _WORKER["cfg"], _WORKER["out"], _WORKER["dirs"] = cfg, Path(out), set()
 
 

@@ -101,8 +101,9 @@ class Renderer:
     """Draws dish images of side ``image_size``; texture and table maps are cached per process."""
 
     def __init__(self, looks: list[Look], image_size: int, noise: float, color_jitter: float,
-                 occlusion: float, seed: int):
+                 occlusion: float, seed: int, piece_scale: float = 1.0):
         self.looks, self.size, self.base = looks, image_size, 2 * image_size
+        self.piece_scale = piece_scale
         self.noise, self.jitter, self.occlusion, self.seed = noise, color_jitter, occlusion, seed
         self.u = self.base / 128.0  # length unit: 1 at the default 64 px output
         self._pad = self.base // 2  # maps are larger than the image: random crops vary them
@@ -244,7 +245,7 @@ class Renderer:
         """A group of pieces of one ingredient within ``spread`` of ``centre``."""
         lo, hi = _PIECES[look.size]
         k = max(1, round(int(rng.integers(lo, hi + 1)) * extra))
-        s0 = SIZES[look.size] * self.base * scale
+        s0 = SIZES[look.size] * self.base * scale * self.piece_scale
         rad, t, size, ang, asp = rng.random((5, k))
         rad, t = spread * np.sqrt(rad), 2 * math.pi * t
         xs, ys = centre[0] + rad * np.cos(t), centre[1] + rad * np.sin(t)

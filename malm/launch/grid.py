@@ -101,11 +101,19 @@ def _jobs(out: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides: list[str] | None = None) -> dict:
-    """Submit the unfinished, inactive cells of a grid as ONE job array; returns {cell: job id}."""
+def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides: list[str] | None = None,
+                seeds: list[int] | None = None) -> dict:
+    """Submit the unfinished, inactive cells of a grid as ONE job array; returns {cell: job id}.
+    ``seeds``: only the cells of these seeds (of the grid's own); the rest can follow later."""
     from malm.launch.submit import submit_array
 
     grid, cells = load_grid(path, cli_overrides)
+    if seeds is not None:
+        known = {c.seed for c, _ in cells}
+        if not set(seeds) <= known:
+            raise C.ConfigError(f"{path}: seeds {sorted(set(seeds) - known)} are not in the grid "
+                                f"(its seeds: {sorted(known)})")
+        cells = [(c, cfg) for c, cfg in cells if c.seed in seeds]
     out = Path(grid["out"])
     out.mkdir(parents=True, exist_ok=True)
     jobs = _jobs(out)
