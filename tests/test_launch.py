@@ -101,3 +101,19 @@ def test_checkpoint_resubmits_itself_with_its_arguments(tmp_path):
     assert delayed.function is counter and delayed.args == ("a",) and delayed.kwargs == {"k": 1}
     assert isinstance(counter, Checkpointable)
     assert counter()["count"] == 2 and counter()["starts"] == [0, 2]  # resumes from its file
+
+
+def test_grid_seed_subset_is_checked_before_submitting(tmp_path):
+    """`grid submit --seeds` takes a subset of the grid's seeds; an unknown seed is refused before
+    anything is submitted (no jobs.json is written)."""
+    import yaml
+
+    from malm.config import ConfigError
+    from malm.launch.grid import submit_grid
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "variants": ["baseline"], "seeds": [0, 1],
+                                    "out": str(tmp_path / "out")}))
+    with pytest.raises(ConfigError, match=r"seeds \[7\] are not in the grid"):
+        submit_grid(grid, executor="debug", seeds=[7])
+    assert not (tmp_path / "out" / "jobs.json").exists()

@@ -1,7 +1,8 @@
 """The suite's own stages and grids on the real local Slurm cluster (``bash slurm/cluster.sh start``):
 a training job submitted through `malm train --executor slurm` completes and its metrics land; a
 2-cell grid goes out as one job array, `grid status` sees it, re-submitting skips finished cells
-and `grid collect` builds the same tables as DVC."""
+and `grid collect` builds the same tables as DVC; a training job given too short a time limit is
+requeued by Slurm and the trainer resumes from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -74,3 +75,28 @@ def test_grid_array_status_resubmit_collect(tmp_path, tiny_data):
     df = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
     assert set(df.variant) == {"baseline", "mask_0.5"} and set(df.protocol) == {"tfood", "ht"}
     assert Path(tmp_path / "out" / "tables" / "tables.md").read_text().count("MALM r=0.5") >= 1
+
+
+def test_training_job_requeues_at_its_time_limit_and_resumes(tmp_path, tiny_data):
+    """`malm train --executor slurm` with a 1-minute limit and more than a minute of work: Slurm
+    signals the job, submitit requeues it (same job id) and the trainer resumes from its last
+    per-epoch checkpoint; the waiting command returns once the run has finished."""
+    run_dir = tmp_path / "run"
+    t0 = time.monotonic()
+    p = malm("train", "--config", str(SMOKE), "--variant", "baseline", "--run-dir", str(run_dir),
+             "--executor", "slurm",
+             *overrides(tiny_data, **{"train.epochs": 30, "train.threads": 1, "train.val_pairs": 50,
+                                      "slurm.timeout_min": 1, "slurm.max_requeues": 8,
+                                      "slurm.log_dir": str(tmp_path / "logs")}), timeout=900)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    starts = json.loads((run_dir / "starts.json").read_text())
+    print(f"requeue: {len(starts)} starts at epochs {[s['start_epoch'] for s in starts]} in {elapsed:.0f} s")
+    assert len(starts) >= 2, f"the job was never requeued: {starts}"
+    assert all(s["slurm_job_id"] == starts[0]["slurm_job_id"] for s in starts), starts
+    assert [s["slurm_restart_count"] for s in starts] == list(range(len(starts))), starts
+    assert all(b["start_epoch"] > a["start_epoch"] for a, b in zip(starts, starts[1:])), starts
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 31))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 30 and "val/img2rec_R@1" in metrics

@@ -11,8 +11,10 @@ launched with ``WORLD_SIZE > 1`` (torchrun, or submitit's distributed environmen
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -171,9 +173,20 @@ def _dvclive_replay(run_dir: Path, history: list[dict[str, float]]):
     return live
 
 
+def _record_start(run_dir: Path, start_epoch: int) -> None:
+    """Append this start to ``run_dir/starts.json``: an audit trail of resumes and Slurm requeues."""
+    path = run_dir / "starts.json"
+    starts = json.loads(path.read_text()) if path.exists() else []
+    starts.append({"start_epoch": start_epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                   "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0) or 0)})
+    C.atomic_write_json(path, starts)
+
+
 def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
           restart_on_config_change: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir`` (config.yaml, checkpoint.pt, history.json, dvclive/, metrics.json).
+    """Train ``cfg`` into ``run_dir`` (config.yaml, checkpoint.pt, history.json, dvclive/, metrics.json,
+    starts.json: one entry per start, so resumes and Slurm requeues are visible).
 
     Resumes from ``run_dir/checkpoint.pt`` when present (a checkpoint of another config is an error,
     or with ``restart_on_config_change`` is removed and training starts afresh); returns the final
@@ -233,6 +246,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history, wall = state["epoch"], state["history"], state["wall_s"]
         log.info("resuming %s at epoch %d/%d", run_dir, start_epoch, cfg.train.epochs)
+    if rank == 0:
+        _record_start(run_dir, start_epoch)
 
     train_model = model
     if world > 1:
