@@ -188,6 +188,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def make_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -299,9 +306,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="Grid file, e.g. ablations/grids/table3.yaml.")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
                    help="slurm (default): the Slurm cluster; local: subprocesses on this machine.")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
-                   help="Submit only the cells of these seeds (a subset of the grid's seeds); "
-                        "re-submit later without it for the rest.")
+    p.add_argument("--seeds", type=_int_list, metavar="S[,S...]",
+                   help="Submit only the cells of these seeds, comma-separated (a subset of the "
+                        "grid's seeds), e.g. --seeds 0 or --seeds 0,1; re-submit later without it for the rest.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Config overrides for every cell, e.g. train.epochs=4.")
     p.set_defaults(func=cmd_grid)
