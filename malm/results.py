@@ -71,9 +71,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 def wide_table(summary: pd.DataFrame, protocol: str, bag_size: int, order: list[str] | None = None,
                digits: int = 1) -> pd.DataFrame:
-    """Rows = variants; columns = direction x metric; cells = 'mean ± std' over seeds."""
+    """Rows = variants; columns = direction x metric; cells = 'mean ± std' over seeds ('mean (1 seed)'
+    when there is one: a single run has no spread to show)."""
     s = summary[(summary.protocol == protocol) & (summary.bag_size == bag_size)].copy()
-    s["cell"] = [f"{m:.{digits}f} ± {d:.{digits}f}" for m, d in zip(s["mean"], s["std"])]
+    s["cell"] = [f"{m:.{digits}f} ± {d:.{digits}f}" if n >= 2 else f"{m:.{digits}f} (1 seed)"
+                 for m, d, n in zip(s["mean"], s["std"], s["n_seeds"])]
     wide = s.pivot_table(index="display", columns=["direction", "metric"], values="cell", aggfunc="first")
     wide = wide.reindex(columns=pd.MultiIndex.from_product([DIRECTIONS, METRICS]))
     if order:

@@ -233,3 +233,19 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "no results yet for `llc`" in text and "3 inconsistencies" in text
+
+
+def test_wide_table_shows_no_spread_for_one_seed():
+    """One seed has no std: the cell says so instead of a made-up '± 0.0'."""
+    import pandas as pd
+
+    from malm.results import summarise, wide_table
+
+    rows = [dict(variant="malm", display="MALM", seed=s, protocol="tfood", bag_size=1000, n_bags=10,
+                 direction=d, metric="R@1", value=v, std=0.0, dataset="synthetic", source="ours")
+            for s, v in ((0, 2.0),) for d in ("img2rec", "rec2img")]
+    one = wide_table(summarise(pd.DataFrame(rows)), "tfood", 1000)
+    assert one.loc["MALM", "img2rec R@1"] == "2.0 (1 seed)"
+    rows += [{**r, "seed": 1, "value": 4.0} for r in rows]
+    two = wide_table(summarise(pd.DataFrame(rows)), "tfood", 1000)
+    assert two.loc["MALM", "img2rec R@1"] == "3.0 ± 1.4"
