@@ -308,7 +308,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="slurm (default): the Slurm cluster; local: subprocesses on this machine.")
     p.add_argument("--seeds", type=_int_list, metavar="S[,S...]",
                    help="Submit only the cells of these seeds, comma-separated (a subset of the "
-                        "grid's seeds), e.g. --seeds 0 or --seeds 0,1; re-submit later without it for the rest. Put KEY=VALUE overrides before it: "
+                        "grid's seeds), e.g. --seeds 0 or --seeds 0,1; re-submit later without it "
+                        "for the rest. Put KEY=VALUE overrides before it: "
                         "malm grid submit GRID KEY=VALUE --seeds 0.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Config overrides for every cell, e.g. train.epochs=4.")

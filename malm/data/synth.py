@@ -74,10 +74,10 @@ class SynthConfig:
                              "(fraction of 255).")
     occlusion: float = _f(0.3, "0..1: overlap between ingredient groups and chance of sauce drizzled "
                           "over them.")
-    n_ingredients: int = _f(0, "Use only the this many most popular ingredients (0 = all 156): fewer "
+    n_ingredients: int = _f(0, "Use only this many of the most popular ingredients (0 = all 156): fewer "
                             "ingredients to tell apart make the benchmark easier.")
-    piece_scale: float = _f(1.0, "Scale of every ingredient piece (1 = the vocabulary's sizes; larger "
-                            "pieces are easier to see at low resolution).")
+    piece_scale: float = _f(1.0, "Scale of the ingredient pieces (1 = the vocabulary's sizes; larger "
+                            "pieces are easier to see at low resolution). Stacked layers keep their size.")
     zipf_a: float = _f(1.1, "Zipf exponent of ingredient popularity (0 = uniform; larger = longer tail).")
     dish_zipf_a: float = _f(0.5, "Zipf exponent of dish-type frequency (0 = balanced classes).")
     jpeg_quality: int = _f(90, "JPEG quality of the saved images.")
