@@ -301,6 +301,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
         for gi, group in enumerate(optimizer.param_groups):
             row[f"lr/{group.get('name', gi)}"] = group["lr"]
         row["train/samples_per_s"] = n_seen * world / max(train_secs, 1e-9)
+        row["train/samples"] = float(n_seen * world)
+        row["train/seconds"] = train_secs
         if skipped:
             log.warning("epoch %d: %d unreadable images skipped", epoch + 1, skipped)
             row["train/skipped_images"] = float(skipped)
