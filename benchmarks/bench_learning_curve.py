@@ -20,8 +20,6 @@ curve.csv (one row per epoch) and curve.png (R@1 and medR against samples seen).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import os
@@ -30,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from malm import config as C
 from malm import variants
@@ -70,9 +69,8 @@ def project(rows: list[dict], target: float) -> dict | None:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """R@1 (both directions) and medR against samples seen, saved atomically."""
+    from malm.plots import plt, save
 
     x = [r["samples"] / 1e3 for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -83,10 +81,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     b.plot(x, [r["img2rec_medR"] for r in rows], "o-")
     b.set(xlabel="training samples (k)", ylabel="val img2rec medR (1k bag)", yscale="log")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['epoch']:>5} {r['samples']:>8} {r['train_s']:>8.0f} {r['samples_per_s']:>6.0f} "
               f"{r['img2rec_R@1']:>8.1f} {r['rec2img_R@1']:>8.1f} {r['img2rec_medR']:>9.1f}")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    C.atomic_write_text(out / "curve.csv", buf.getvalue())
+    C.atomic_write_text(out / "curve.csv", pd.DataFrame(rows).to_csv(index=False))
     plot(rows, out / "curve.png", f"{args.variant}, seed {cfg.train.seed}")
     p = project(rows, args.target)
     if p is None:
