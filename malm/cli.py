@@ -134,7 +134,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from malm.launch.stage import run_stage
 
     cfg = C.load(Path(args.run_dir) / "config.yaml")
-    run_stage("embed", cfg, args.executor, run_dir=args.run_dir, split=args.split, out=args.out)
+    run_stage("embed", cfg, args.executor, run_dir=args.run_dir, split=args.split, out=args.out,
+              checkpoint=args.checkpoint)
     return 0
 
 
@@ -254,7 +255,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="Embed a split with a trained run -> EMB.npz (image, recipe, ids).")
     p.add_argument("--run-dir", required=True, help="A finished training run directory.")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="Split to embed.")
-    p.add_argument("--out", required=True, help="Output .npz (rows sorted by recipe id).")
+    p.add_argument("--out", required=True, help="Output .npz (rows sorted by recipe id; it records "
+                   "which checkpoint and epoch made it).")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="best = the epoch with the best validation medR, then R@1 (T-Food's saving "
+                   "criteria; checkpoint_best.pt); last = the last epoch (checkpoint.pt). Default: best.")
     _add_executor_args(p)
     p.set_defaults(func=cmd_embed)
 

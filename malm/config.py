@@ -23,11 +23,13 @@ import yaml
 from malm.data.synth import SynthConfig  # the `synth` section lives beside its generator
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    """A dataclass field with a help string (mutable defaults are copied per instance)."""
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a help string (mutable defaults are copied per instance); ``choices``
+    restricts a string field to those values (checked when a config is merged)."""
+    meta = {"help": help, **({"choices": tuple(choices)} if choices else {})}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -60,6 +62,15 @@ class DataConfig:
                                "resize before the 224 random crop).")
     num_workers: int = _f(0, "DataLoader worker processes (GPU runs: 8-16).")
     max_pairs: dict = _f({}, "Optional cap on pairs per split, e.g. {train: 5000} (debug runs).")
+    batch_sampler: str = _f("random", "How training batches are drawn: random (shuffled pairs) or "
+                            "triplet_classif (T-Food's class-balanced sampler: part of every batch comes "
+                            "from non-background classes, `sampler_same_class` items per class, so the "
+                            "semantic triplet terms SIRR/SRII have positives; the paper config).",
+                            choices=("random", "triplet_classif"))
+    sampler_background_frac: float = _f(0.5, "triplet_classif: fraction of each batch drawn from "
+                                        "background (class 0) pairs (T-Food pc_noclassif: 0.5).")
+    sampler_same_class: int = _f(2, "triplet_classif: items drawn together from one class "
+                                 "(T-Food nb_indices_same_class: 2).")
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -96,8 +107,19 @@ class MaskConfig:
 @dataclass
 class MatchingConfig:
     width: int = _f(64, "Width D of the two-level matching module (paper: 768).")
-    layers: int = _f(1, "Layers of each cross-attention decoder (paper text: 1 or 4; T-Food: 4).")
-    heads: int = _f(2, "Heads of each decoder (T-Food: 4).")
+    psi_layers: int = _f(1, "Layers of psi, the decoder where image tokens query recipe tokens "
+                         "(T-Food n_layers_cross_image: 1).")
+    psi_prime_layers: int = _f(1, "Layers of psi', the decoder where recipe tokens query the attended "
+                               "image tokens I_att (T-Food cross_encoder n_layers: 4; CPU default 1).")
+    heads: int = _f(2, "Heads of psi and psi' (T-Food: 4).")
+    candidates: str = _f("hard", "Which (image, recipe) pairs L_GC/L_LC contrast; every pair is pushed "
+                         "through psi/psi' on its own, so a logit [i, j] sees image i and recipe j only. "
+                         "hard = per anchor, the positive + `num_negatives` hard negatives sampled from the "
+                         "softmax of the unimodal similarity (T-Food/ALBEF ITM), in both directions; "
+                         "batch = every pair of the (global) batch, B^2 pairs (small models only).",
+                         choices=("hard", "batch"))
+    num_negatives: int = _f(1, "candidates=hard: hard negatives per anchor and direction (T-Food's ITM: 1); "
+                            "the contrastive chance level is ln(1 + num_negatives).")
     tau_init: float = _f(0.07, "Initial contrastive temperature (not in the paper; CLIP's 0.07).")
     learn_tau: bool = _f(True, "Learn the temperature (CLIP-style logit scale).")
 
@@ -138,7 +160,12 @@ class LossConfig:
                                 "i.e. every negative ordered by hardness. 1 = only the hardest (VSE++-style; "
                                 "collapses from random init on the CPU default).")
     triplet_aggregation: str = _f("valid", "Mean over the triplets that still violate the margin "
-                                  "(valid, T-Food/AdaMine) or over all triplets (mean).")
+                                  "(valid, T-Food/AdaMine) or over all triplets (mean).",
+                                  choices=("valid", "mean"))
+    itc_view: str = _f("masked", "Which view of the image L_itc sees in training: masked (the student's "
+                       "visible patches, as the matching and distillation terms) or full (one extra "
+                       "student forward on the whole image). Evaluation always embeds full images.",
+                       choices=("masked", "full"))
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -151,7 +178,7 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "Adam weight decay.")
     freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
     warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")
-    grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off).")
+    grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off; T-Food clip_grad: 8).")
     seed: int = _f(0, "Random seed (model init, data order, masks).")
     device: str = _f("auto", "auto, cpu or cuda.")
     amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU).")
@@ -234,6 +261,10 @@ def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
             changes[key] = merge(current, value, path + ".")
         else:
             changes[key] = _coerce(value, current, path)
+            choices = known[key].metadata.get("choices")
+            if choices and changes[key] not in choices:
+                raise ConfigError(f"config key '{path}' must be one of {', '.join(choices)}; "
+                                  f"got {changes[key]!r}")
     return dataclasses.replace(cfg, **changes)
 
 

@@ -58,6 +58,8 @@ def test_gpu_config_maps_every_resource():
     assert params["gpus_per_node"] == 2 and params["nodes"] == 2
     assert params["tasks_per_node"] == 2 and params["cpus_per_task"] == 8
     assert params["mem_gb"] == 64.0 and params["timeout_min"] == 120 and params["name"] == "train"
+    assert params["slurm_srun_args"] == ["--kill-on-bad-exit=1"]  # a dead rank ends the DDP step
+    assert "slurm_srun_args" not in executor_params(SlurmConfig(executor="slurm"))
     assert {k: params[f"slurm_{k}"] for k in ("partition", "account", "qos", "constraint")} == {
         "partition": "gpu", "account": "proj", "qos": "high", "constraint": "a100"}
 

@@ -32,10 +32,10 @@ def _dot(a, b) -> float:
     return sum(x * y for x, y in zip(a, b))
 
 
-def _info_nce_loops(img: list[list[float]], rec: list[list[float]], scale: float) -> float:
-    """Symmetric InfoNCE by loops: mean over anchors of -log softmax at the match, both ways."""
-    B = len(img)
-    sim = [[scale * _dot(_unit(img[i]), _unit(rec[j])) for j in range(B)] for i in range(B)]
+def _info_nce_loops(sim: list[list[float]]) -> float:
+    """Bidirectional InfoNCE by loops over a full candidate matrix sim[i][j] (image i, recipe j):
+    mean over anchors of -log softmax at the match, image rows and recipe columns."""
+    B = len(sim)
     i2r = sum(-sim[i][i] + math.log(sum(math.exp(sim[i][j]) for j in range(B)))
               for i in range(B)) / B
     r2i = sum(-sim[j][j] + math.log(sum(math.exp(sim[i][j]) for i in range(B)))
@@ -44,38 +44,50 @@ def _info_nce_loops(img: list[list[float]], rec: list[list[float]], scale: float
 
 
 def _matching_out(B=2, P=3, S=4, D=3, scale=5.0):
-    i_att = torch.randn(B, 1 + P, D)
-    r_att = torch.randn(B, S, D)
-    rec_pad = torch.zeros(B, S, dtype=torch.bool)
-    rec_pad[1, 3] = True
-    logits = torch.randn(B, 1 + P, S).masked_fill(rec_pad[:, None, :], float("-inf"))
-    return {"i_att": i_att, "r_att": r_att, "rec_pad": rec_pad, "attn": logits.softmax(-1),
+    """Fused features of every (image i, recipe j) pair, pair row i * B + j (`batch` candidates)."""
+    U = B * B
+    i_att = torch.randn(U, 1 + P, D)
+    r_att = torch.randn(U, S, D)
+    rec_pad = torch.zeros(U, S, dtype=torch.bool)
+    rec_pad[[u for u in range(U) if u % B == 1], 3] = True  # recipe 1's last token is a pad
+    logits = torch.randn(U, 1 + P, S).masked_fill(rec_pad[:, None, :], float("-inf"))
+    pairs = torch.arange(U).view(B, B)
+    return {"pair_i_att": i_att, "pair_r_att": r_att, "pair_rec_pad": rec_pad,
+            "pair_attn": logits.softmax(-1), "cand_i2r": pairs, "target_i2r": torch.arange(B),
+            "cand_r2i": pairs.t().contiguous(), "target_r2i": torch.arange(B),
             "logit_scale_gc": torch.tensor(scale), "logit_scale_lc": torch.tensor(scale)}
 
 
 def test_global_contrastive_by_hand():
     out = _matching_out()
-    B, S = out["r_att"].shape[:2]
-    img = [out["i_att"][b, 0].tolist() for b in range(B)]
-    rec = []
-    for b in range(B):  # pad-masked mean over recipe tokens
-        toks = [out["r_att"][b, s].tolist() for s in range(S) if not out["rec_pad"][b, s]]
-        rec.append([sum(t[d] for t in toks) / len(toks) for d in range(len(toks[0]))])
-    expected = _info_nce_loops(img, rec, 5.0)
+    B = out["cand_i2r"].shape[0]
+    S = out["pair_r_att"].shape[1]
+
+    def pair_logit(u):
+        img = out["pair_i_att"][u, 0].tolist()
+        toks = [out["pair_r_att"][u, s].tolist() for s in range(S) if not out["pair_rec_pad"][u, s]]
+        rec = [sum(t[d] for t in toks) / len(toks) for d in range(len(toks[0]))]  # pad-masked mean
+        return 5.0 * _dot(_unit(img), _unit(rec))
+
+    expected = _info_nce_loops([[pair_logit(i * B + j) for j in range(B)] for i in range(B)])
     got = GlobalContrastiveLoss()(out)["gc_loss"]
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_local_contrastive_by_hand():
     out = _matching_out()
-    B, P1, S = out["attn"].shape
-    D = out["r_att"].shape[-1]
-    per_patch = []
-    for p in range(1, P1):  # patches only, CLS excluded
-        img = [out["i_att"][b, p].tolist() for b in range(B)]
-        rec = [[sum(out["attn"][b, p, s].item() * out["r_att"][b, s, d].item() for s in range(S))
-                for d in range(D)] for b in range(B)]
-        per_patch.append(_info_nce_loops(img, rec, 5.0))
+    B = out["cand_i2r"].shape[0]
+    _, P1, S = out["pair_attn"].shape
+    D = out["pair_r_att"].shape[-1]
+
+    def patch_logit(u, p):
+        img = out["pair_i_att"][u, p].tolist()
+        rec = [sum(out["pair_attn"][u, p, s].item() * out["pair_r_att"][u, s, d].item() for s in range(S))
+               for d in range(D)]
+        return 5.0 * _dot(_unit(img), _unit(rec))
+
+    per_patch = [_info_nce_loops([[patch_logit(i * B + j, p) for j in range(B)] for i in range(B)])
+                 for p in range(1, P1)]  # patches only, CLS excluded
     expected = sum(per_patch) / len(per_patch)
     got = LocalContrastiveLoss()(out)["lc_loss"]
     assert got.item() == pytest.approx(expected, rel=1e-5)
@@ -83,15 +95,15 @@ def test_local_contrastive_by_hand():
 
 def test_local_ignores_pad_tokens_and_has_grads():
     out = _matching_out()
-    for k in ("i_att", "r_att"):
+    for k in ("pair_i_att", "pair_r_att"):
         out[k].requires_grad_(True)
     loss = LocalContrastiveLoss()(out)["lc_loss"]
     out2 = dict(out)
-    out2["r_att"] = out["r_att"].detach().clone()
-    out2["r_att"][1, 3] = 1e3  # a pad token: zero attention weight
+    out2["pair_r_att"] = out["pair_r_att"].detach().clone()
+    out2["pair_r_att"][1, 3] = 1e3  # a pad token: zero attention weight
     assert LocalContrastiveLoss()(out2)["lc_loss"].item() == pytest.approx(loss.item(), rel=1e-6)
     loss.backward()
-    assert out["i_att"].grad.abs().sum() > 0 and out["r_att"].grad.abs().sum() > 0
+    assert out["pair_i_att"].grad.abs().sum() > 0 and out["pair_r_att"].grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ triplet, naive reference
@@ -265,3 +277,20 @@ def test_momentum_schedule_endpoints():
     assert sched[-1] == pytest.approx(1.0)
     assert np.all(np.diff(sched) >= 0)
     assert sched[7] == pytest.approx(0.998)  # the cosine midpoint
+
+
+def test_best_checkpoint_criteria_are_tfoods():
+    from malm.train.checkpoint import is_better
+
+    best = {"val/img2rec_medR": 5.0, "val/img2rec_R@1": 20.0}
+    assert is_better({"val/img2rec_medR": 4.0, "val/img2rec_R@1": 10.0}, best)  # medR first
+    assert not is_better({"val/img2rec_medR": 6.0, "val/img2rec_R@1": 90.0}, best)
+    assert is_better({"val/img2rec_medR": 5.0, "val/img2rec_R@1": 21.0}, best)  # then R@1
+    assert not is_better({"val/img2rec_medR": 5.0, "val/img2rec_R@1": 20.0}, best)  # ties keep the old
+
+
+def test_semantic_positive_fraction_is_logged():
+    loss = SemanticTripletLoss(n_negatives=None)
+    img, rec = torch.randn(4, 8), torch.randn(4, 8)
+    out = loss(img, rec, torch.tensor([1, 1, 2, 0]))
+    assert out["sem_pos_frac"].item() == pytest.approx(0.5)

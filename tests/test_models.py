@@ -23,7 +23,7 @@ TINY = {
     "model": {
         "image": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
         "recipe": {"width": 32, "heads": 2, "layers": 1, "decoder_layers": 1},
-        "matching": {"width": 32, "heads": 2, "layers": 2},
+        "matching": {"width": 32, "heads": 2, "psi_layers": 1, "psi_prime_layers": 2},
         "distill": {"predictor_width": 24, "predictor_heads": 2, "predictor_layers": 1},
         "embed_dim": 16,
     },
@@ -105,18 +105,24 @@ def test_variant_forward_backward(name, overlay):
     assert out["img_emb"].shape == (B, E) and out["rec_emb"].shape == (B, E)
     assert torch.allclose(out["img_emb"].norm(dim=-1), torch.ones(B), atol=1e-5)
     if parts["matching"]:
-        assert out["i_att"].shape == (B, 1 + P, D)
-        assert out["attn"].shape == (B, 1 + P, S)
-        assert out["r_att"].shape == (B, S, D)
+        # fused pairs: the B positives + one hard negative per anchor and direction (some shared)
+        U = out["pair_i_att"].shape[0]
+        assert B < U <= 3 * B
+        assert out["pair_i_att"].shape == (U, 1 + P, D)
+        assert out["pair_attn"].shape == (U, 1 + P, S)
+        assert out["pair_r_att"].shape == (U, S, D)
+        assert out["cand_i2r"].shape == out["cand_r2i"].shape == (B, 2)
+        assert torch.equal(out["cand_i2r"][:, 0], out["cand_r2i"][:, 0])  # one fused positive pair
         n_tokens = ((batch["title"] != 0).sum(1) + (batch["ingrs"] != 0).any(-1).sum(1)
                     + (batch["instrs"] != 0).any(-1).sum(1))
-        assert torch.equal((~out["rec_pad"]).sum(1), n_tokens)
+        positives = out["cand_i2r"][:, 0]
+        assert torch.equal((~out["pair_rec_pad"][positives]).sum(1), n_tokens)
         # A_I rows are distributions over the non-pad recipe tokens
-        assert torch.allclose(out["attn"].sum(-1), torch.ones(B, 1 + P), atol=1e-5)
-        pad = out["rec_pad"][:, None, :].expand_as(out["attn"])
-        assert (out["attn"].masked_select(pad) == 0).all()
+        assert torch.allclose(out["pair_attn"].sum(-1), torch.ones(U, 1 + P), atol=1e-5)
+        pad = out["pair_rec_pad"][:, None, :].expand_as(out["pair_attn"])
+        assert (out["pair_attn"].masked_select(pad) == 0).all()
     else:
-        assert "i_att" not in out
+        assert "pair_i_att" not in out
     if parts["predictor"]:
         assert out["dist_pred"].shape == out["dist_target"].shape == (B, P, C)
         assert not out["dist_target"].requires_grad
@@ -369,3 +375,48 @@ def test_robust_to_all_pad_fields():
 def test_model_type():
     cfg = variant_config({})
     assert isinstance(build_model(cfg.model, cfg.loss, VOCAB), MALM)
+
+
+# ------------------------------------------------------------------ training details (issue: faithful training)
+def test_itc_full_view_embeds_the_whole_image_and_trains_the_encoder():
+    masked = variant_config({})
+    full = variant_config({"loss": {"itc_view": "full"}})
+    torch.manual_seed(0)
+    m_masked = build_model(masked.model, masked.loss, VOCAB)
+    torch.manual_seed(0)
+    m_full = build_model(full.model, full.loss, VOCAB)
+    batch = make_batch(masked)
+    out_m, out_f = m_masked(batch), m_full(batch)
+    with torch.no_grad():  # the full view's L_itc embedding is exactly the evaluation embedding
+        assert torch.allclose(out_f["img_emb"], m_full.embed_image(batch["image"]), atol=1e-6)
+        assert not torch.allclose(out_m["img_emb"], out_f["img_emb"], atol=1e-4)
+    logs = MALMCriterion(full.loss)(out_f, batch)
+    logs["itc_loss"].backward()
+    assert m_full.image_encoder.vit.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_heads_and_losses_stay_fp32_under_bf16_autocast():
+    cfg = variant_config({})
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    batch = make_batch(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+        logs = MALMCriterion(cfg.loss)(out, batch)
+    assert out["img_emb"].dtype == out["rec_emb"].dtype == torch.float32
+    for k in ("itc_loss", "gc_loss", "lc_loss", "dist_loss", "loss"):
+        assert logs[k].dtype == torch.float32, k
+
+
+def test_temperature_is_clamped_on_the_parameter_and_keeps_its_gradient():
+    cfg = variant_config({})
+    model = build_model(cfg.model, cfg.loss, VOCAB)
+    cap = math.log(100.0)
+    with torch.no_grad():
+        model.matching.logit_scale_gc.fill_(cap + 1.0)  # as if an optimiser step overshot
+    model.clamp_logit_scales()
+    assert model.matching.logit_scale_gc.item() == pytest.approx(cap)
+    batch = make_batch(cfg)
+    logs = MALMCriterion(cfg.loss)(model(batch), batch)
+    logs["gc_loss"].backward()
+    # at the cap the gradient still flows (a clamp on exp(scale) in forward would zero it)
+    assert model.matching.logit_scale_gc.grad is not None and model.matching.logit_scale_gc.grad != 0

@@ -52,12 +52,20 @@ def test_one_epoch_end_to_end(tmp_path, tiny_data):
     z = np.load(emb)
     assert z["image"].shape == z["recipe"].shape and z["image"].dtype == np.float32
     assert list(z["ids"]) == sorted(z["ids"])
+    assert z["checkpoint"].item() == "best" and z["checkpoint_epoch"].item() == 1  # the default, on record
+    assert torch.load(run_dir / "checkpoint_best.pt", weights_only=True)["epoch"] == 1
+    last = tmp_path / "emb" / "last.npz"
+    p = run(["embed", "--run-dir", str(run_dir), "--split", "test", "--out", str(last), "--checkpoint", "last"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert np.load(last)["checkpoint"].item() == "last"
+    assert np.array_equal(np.load(last)["image"], z["image"])  # one epoch: best is last
 
     out = tmp_path / "metrics" / "malm" / "seed0"
     p = run(["evaluate", str(emb), "--config", str(SMOKE), "--out-dir", str(out)])
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "ht_50.json").read_text())
     assert res["protocol"] == "ht" and res["bag_size"] == 50 and res["n_bags"] == 3
+    assert res["checkpoint"] == "best" and res["checkpoint_epoch"] == 1
     assert set(res["img2rec"]) == {"medR", "R@1", "R@5", "R@10"}
 
     p = run(["tables", "--results", str(tmp_path / "metrics"), "--runs", str(tmp_path),
@@ -136,14 +144,43 @@ def test_variants_train_through_cli(tmp_path, tiny_data, variant):
     assert losses == expected[variant]
 
 
-def test_ddp_two_ranks_on_cpu(tmp_path, tiny_data):
-    """The DDP path (what submitit's distributed environment sets up on Slurm) with gloo on CPU."""
+def test_ddp_two_ranks_on_cpu_with_the_image_encoder_frozen_then_trained(tmp_path, tiny_data):
+    """The DDP path (what submitit's distributed environment sets up on Slurm) with gloo on CPU,
+    through the freeze: epoch 1 with the image encoder frozen, epoch 2 with it training (DDP is
+    rebuilt when the trainable set changes), and the class-balanced sampler split across ranks."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
     cmd = [torchrun, "--nproc-per-node", "2", "-m", "malm.cli",
-           *train_args(tmp_path / "ddp", tiny_data, **{"train.epochs": 1})]
+           *train_args(tmp_path / "ddp", tiny_data, **{
+               "train.epochs": 2, "train.freeze_image_epochs": 1, "data.batch_sampler": "triplet_classif",
+               "data.sampler_background_frac": 0.0})]  # the synthetic titles all name a dish: no background
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     hist = json.loads((tmp_path / "ddp" / "history.json").read_text())
-    assert len(hist) == 1 and hist[0]["train/dist_loss"] > 0
-    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["finished"]
+    assert len(hist) == 2 and all(h["train/dist_loss"] > 0 for h in hist)
+    assert all(h["train/sem_pos_frac"] == 1.0 for h in hist)  # every anchor has a class partner
+    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert state["finished"]
+    # the image encoder moved only in epoch 2, and both ranks stayed in step (one set of weights)
+    best = torch.load(tmp_path / "ddp" / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] in (1, 2) and state["best"]["epoch"] == best["epoch"]
+
+
+def test_ddp_gathered_losses_and_gradients_equal_the_single_process_ones(tmp_path, tiny_data):
+    """2 ranks x 16 samples == 1 process x 32 samples: every loss term (the mean over ranks) and
+    every parameter gradient (DDP's mean over ranks) within float tolerance. Uses `batch`
+    candidates and the default hard negatives (both draw from the same generator on every rank)."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    for candidates in ("hard", "batch"):
+        out = tmp_path / f"{candidates}.json"
+        cmd = [torchrun, "--nproc-per-node", "2", str(REPO / "tests" / "ddp_equivalence_worker.py"),
+               str(SMOKE), tiny_data["data.cache_dir"], str(out), f"model.matching.candidates={candidates}",
+               "model.matching.num_negatives=3"]
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        res = json.loads(out.read_text())
+        assert set(res["ref"]) == {"loss", "itc_loss", "gc_loss", "lc_loss", "dist_loss"}
+        for k, v in res["ref"].items():
+            assert res["ddp"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (candidates, k)
+        assert res["worst_grad_rel_err"] < 1e-3, res

@@ -101,6 +101,10 @@ class RecipeImageDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def classes(self) -> np.ndarray:
+        """Semantic class of every pair [N] int64 (0 = background), for class-balanced samplers."""
+        return np.asarray(self._open()["cls"], dtype=np.int64)
+
     def _generator(self, index: int) -> torch.Generator | None:
         if self.seed is None:
             return None

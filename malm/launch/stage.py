@@ -39,6 +39,7 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
             result = evaluate(image, recipe, ids, protocol=protocol, bag_size=bag_size, n_bags=n_bags,
                               seed=eval_cfg.seed)
             result["embeddings"] = str(emb)
+            result.update(_embedding_provenance(emb))
             path = Path(out_dir) / f"{protocol}_{bag_label(bag_size)}.json"
             C.atomic_write_json(path, result)
             written.append(path)
@@ -47,6 +48,14 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
                      result["img2rec"]["medR"]["mean"], result["rec2img"]["R@1"]["mean"],
                      result["rec2img"]["medR"]["mean"])
     return written
+
+
+def _embedding_provenance(emb: str | os.PathLike) -> dict[str, Any]:
+    """Which checkpoint (best|last) and epoch made an embeddings file, when it says so."""
+    import numpy as np
+
+    with np.load(emb, allow_pickle=False) as z:
+        return {k: z[k].item() for k in ("checkpoint", "checkpoint_epoch") if k in z.files}
 
 
 def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
@@ -59,7 +68,8 @@ def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
     if stage == "embed":
         from malm.train.trainer import embed
 
-        return str(embed(kwargs["run_dir"], kwargs["split"], kwargs["out"], progress=kwargs.get("progress", True)))
+        return str(embed(kwargs["run_dir"], kwargs["split"], kwargs["out"], progress=kwargs.get("progress", True),
+                         checkpoint=kwargs.get("checkpoint", "best")))
     if stage == "evaluate":
         return [str(p) for p in evaluate_all(kwargs["emb"], cfg.eval, kwargs["out_dir"])]
     raise ValueError(f"unknown stage {stage!r}")

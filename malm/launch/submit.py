@@ -90,6 +90,10 @@ def executor_params(cfg: SlurmConfig, name: str | None = None) -> dict[str, Any]
     }
     if cfg.gpus_per_node > 0:  # a GPU request on a CPU-only node is a gres error
         params["gpus_per_node"] = cfg.gpus_per_node
+    if cfg.nodes * cfg.tasks_per_node > 1:
+        # DDP ranks are separate srun tasks: one that dies ends the step instead of leaving its
+        # peers in a collective (the trainer's FailureWatchdog covers a rank that raises)
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     if name:
         params["name"] = name
     for key in ("partition", "account", "qos", "constraint"):

@@ -1,7 +1,14 @@
 """Global (L_GC) and local (L_LC) contrastive losses of the two-level matching module.
 
-Both are symmetric InfoNCE over the batch with a learnable CLIP-style temperature; the model owns
-the logit scales and returns them in its output dict (``logit_scale_gc`` / ``logit_scale_lc``).
+InfoNCE over candidate pairs, in both directions: each image anchor's row holds the logits of its
+candidate recipes, each recipe anchor's row those of its candidate images (``cand_i2r`` /
+``cand_r2i`` index the fused pairs, ``target_*`` is the positive's column). Every logit comes from
+one fused (image, recipe) pair (``malm.models.matching``), so neither loss can be solved from one
+modality alone; their chance value is ln K for K candidates per anchor. The model owns the
+learnable CLIP-style temperatures and returns them as ``logit_scale_gc`` / ``logit_scale_lc``.
+
+Under DDP each rank's loss is the mean over its own anchors (candidates come from the global
+batch); the mean over ranks is the global loss.
 """
 
 from __future__ import annotations
@@ -9,43 +16,52 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from malm.models.matching import (global_features, global_logits, local_logits,
-                                  local_recipe_features)
+from malm.models.matching import pair_global_logits, pair_local_logits
 
 
-def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
-    """Mean of image->recipe and recipe->image cross-entropy, matches on the diagonal.
+def candidate_info_nce(pair_logits: torch.Tensor, cand: torch.Tensor, target: torch.Tensor
+                       ) -> torch.Tensor:
+    """Cross-entropy of each anchor over its candidates, averaged over anchors (and patches).
 
-    logits [..., B, B] (rows images, cols recipes; leading dims averaged) -> scalar
+    pair_logits [U] or [U, P], cand [B, K] (rows into U), target [B] -> scalar
     """
-    B = logits.shape[-1]
-    flat = logits.reshape(-1, B, B)
-    target = torch.arange(B, device=logits.device).repeat(flat.shape[0])
-    i2r = F.cross_entropy(flat.reshape(-1, B), target)
-    r2i = F.cross_entropy(flat.transpose(1, 2).reshape(-1, B), target)
+    logits = pair_logits[cand]  # [B, K] or [B, K, P]
+    if logits.dim() == 3:  # one InfoNCE per patch: [B, K, P] -> [B * P, K]
+        P = logits.shape[2]
+        logits = logits.permute(0, 2, 1).reshape(-1, logits.shape[1])
+        target = target.repeat_interleave(P)
+    return F.cross_entropy(logits.float(), target)
+
+
+def bidirectional_info_nce(pair_logits: torch.Tensor, out: dict) -> torch.Tensor:
+    """Mean of the image->recipe and recipe->image candidate InfoNCE."""
+    i2r = candidate_info_nce(pair_logits, out["cand_i2r"], out["target_i2r"])
+    r2i = candidate_info_nce(pair_logits, out["cand_r2i"], out["target_r2i"])
     return 0.5 * (i2r + r2i)
 
 
-class GlobalContrastiveLoss:
-    """L_GC: InfoNCE between I_g = I_att[:, CLS] and R_g = mean_S R_att (pad-masked).
+def chance_level(out: dict) -> float:
+    """ln K: the loss of uniform logits over K candidates per anchor."""
+    return float(torch.log(torch.tensor(float(out["cand_i2r"].shape[1]))))
 
-    out: i_att [B, 1+P, D], r_att [B, S, D], rec_pad [B, S], logit_scale_gc -> {"gc_loss"}
-    """
+
+class GlobalContrastiveLoss:
+    """L_GC: InfoNCE of s(i, j) = cos(I_g, R_g) / tau, I_g = I_att[CLS], R_g = mean_S R_att
+    (pad-masked), both from the fused pair (i, j). out: pair_* features, cand_*, target_*,
+    logit_scale_gc -> {"gc_loss"}"""
 
     def __call__(self, out: dict) -> dict:
-        img, rec = global_features(out["i_att"], out["r_att"], out["rec_pad"])
-        return {"gc_loss": symmetric_info_nce(global_logits(img, rec, out["logit_scale_gc"]))}
+        s = pair_global_logits(out["pair_i_att"].float(), out["pair_r_att"].float(),
+                               out["pair_rec_pad"], out["logit_scale_gc"].float())
+        return {"gc_loss": bidirectional_info_nce(s, out)}
 
 
 class LocalContrastiveLoss:
-    """L_LC: per patch p, InfoNCE between I_att[:, p] and R_lp = A_I[:, p] @ R_att over the batch,
-    averaged over the P patches (mask-token positions included; CLS excluded). Vectorised over
-    patches: logits [P, B, B].
-
-    out: i_att [B, 1+P, D], attn [B, 1+P, S], r_att [B, S, D], logit_scale_lc -> {"lc_loss"}
-    """
+    """L_LC: per patch p, InfoNCE of cos(I_att[p], R_lp) / tau with R_lp = A_I[p] @ R_att, all from
+    the fused pair (i, j), over the same candidates as L_GC; averaged over the P patches (mask
+    token positions included, CLS excluded) and the anchors. -> {"lc_loss"}"""
 
     def __call__(self, out: dict) -> dict:
-        img = F.normalize(out["i_att"][:, 1:], dim=-1)  # [B, P, D]
-        rec = F.normalize(local_recipe_features(out["attn"][:, 1:], out["r_att"]), dim=-1)
-        return {"lc_loss": symmetric_info_nce(local_logits(img, rec, out["logit_scale_lc"]))}
+        s = pair_local_logits(out["pair_i_att"].float(), out["pair_attn"].float(),
+                              out["pair_r_att"].float(), out["logit_scale_lc"].float())
+        return {"lc_loss": bidirectional_info_nce(s, out)}

@@ -1,5 +1,11 @@
 """MALM's total loss (spec "Total"): L = lambda_itc L_itc + lambda_gc L_GC + lambda_lc L_LC
-+ lambda_dist L_dist. A term whose weight is 0 is not computed (dinov2's ``do_*`` flags)."""
++ lambda_dist L_dist. A term whose weight is 0 is not computed (dinov2's ``do_*`` flags).
+
+Every term runs in fp32, also under bf16 autocast. Under DDP, L_itc sees the global batch (the
+embeddings and classes of every rank, gathered with gradients), the matching terms average over
+this rank's anchors with candidates from the global batch, and L_dist over this rank's patches; for
+each term the mean over ranks is the loss of the global batch.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from malm.config import LossConfig
 from malm.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss
 from malm.losses.distill import MaskedDistillLoss
 from malm.losses.triplet import SemanticTripletLoss
+from malm.models.ops import gather_nograd, gather_with_grad
 
 
 def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss:
@@ -20,7 +27,7 @@ def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss:
 
 class MALMCriterion:
     """``__call__(out, batch, epoch) -> dict``: each active ``*_loss`` term, detached logs
-    (irr, rii, sirr, srii, margin, tau_gc, tau_lc) and ``loss`` = the weighted sum.
+    (irr, rii, sirr, srii, margin, sem_pos_frac, tau_gc, tau_lc) and ``loss`` = the weighted sum.
 
     ``distill_beta``: SmoothL1 beta (``model.distill.beta``).
     """
@@ -37,16 +44,21 @@ class MALMCriterion:
         self.dist = MaskedDistillLoss(distill_beta) if self.do_dist else None
 
     def __call__(self, out: dict, batch: dict, epoch: float = 0) -> dict:
+        with torch.autocast(out["img_emb"].device.type, enabled=False):
+            return self._terms(out, batch, epoch)
+
+    def _terms(self, out: dict, batch: dict, epoch: float) -> dict:
         logs: dict = {}
-        total = out["img_emb"].new_zeros(())
+        total = out["img_emb"].new_zeros((), dtype=torch.float32)
         if self.do_itc:
-            logs.update(self.triplet(out["img_emb"], out["rec_emb"], batch["cls"], epoch))
+            img, rec = gather_with_grad(out["img_emb"].float()), gather_with_grad(out["rec_emb"].float())
+            logs.update(self.triplet(img, rec, gather_nograd(batch["cls"]), epoch))
             total = total + self.cfg.lambda_itc * logs["itc_loss"]
         for on, fn, key, weight in ((self.do_gc, self.gc, "gc", self.cfg.lambda_gc),
                                     (self.do_lc, self.lc, "lc", self.cfg.lambda_lc)):
             if not on:
                 continue
-            if "i_att" not in out:
+            if "pair_i_att" not in out:
                 raise KeyError(f"lambda_{key} > 0 but the model output has no matching features "
                                "(was the model built with this loss config?)")
             logs.update(fn(out))
@@ -54,7 +66,8 @@ class MALMCriterion:
             logs[f"tau_{key}"] = (1.0 / out[f"logit_scale_{key}"]).detach()
         # no predictor/teacher when mask.ratio == 0: spec "no-mask": L_dist has nothing to predict
         if self.do_dist and "dist_pred" in out:
-            logs.update(self.dist(out))
+            logs.update(self.dist({k: out[k].float() if k != "mask" else out[k]
+                                   for k in ("dist_pred", "dist_target", "mask")}))
             total = total + self.cfg.lambda_dist * logs["dist_loss"]
         logs["loss"] = total
         return logs

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from malm.data.sampler import semantic_positive_fraction
+
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a [N, E], b [M, E] -> 1 - cos [N, M]"""
@@ -100,6 +102,8 @@ class SemanticTripletLoss:
 
     def __call__(self, img_emb: torch.Tensor, rec_emb: torch.Tensor, cls: torch.Tensor,
                  epoch: float = 0) -> dict:
+        """Also logs ``sem_pos_frac``: the fraction of anchors with a semantic positive (a non-
+        background class shared with another item of the batch): SIRR/SRII learn from those only."""
         m = self.margin(epoch)
         dist = cosine_distance(img_emb, rec_emb)  # [B_img, B_rec]
         args = (m, self.n_negatives, self.aggregation)
@@ -109,6 +113,7 @@ class SemanticTripletLoss:
             terms["sirr"] = (self.semantic_weight, semantic_triplet(dist, cls, *args))
             terms["srii"] = (self.semantic_weight, semantic_triplet(dist.t(), cls, *args))
         total = sum(w * v for w, v in terms.values()) / len(terms)
-        out = {"itc_loss": total, "margin": torch.tensor(m)}
+        out = {"itc_loss": total, "margin": torch.tensor(m),
+               "sem_pos_frac": torch.tensor(semantic_positive_fraction(cls))}
         out.update({k: v.detach() for k, (_, v) in terms.items()})
         return out

@@ -27,11 +27,13 @@ _NO_DECAY = ("pos_embed", "cls_token", "mask_token", "logit_scale", "pos.weight"
 class MALM(nn.Module):
     """CLIP-ViT image encoder + T-Food recipe encoder (+ matching module, predictor, EMA teacher).
 
-    ``forward(batch) -> dict`` (training features; batch keys: image, title, ingrs, instrs, mask):
-      img_emb [B, E], rec_emb [B, E]               unit vectors (the image side from the masked
-                                                   student when masking is on)
-      with matching:  i_att [B, 1+P, D], attn [B, 1+P, S] (A_I), r_att [B, S, D], rec_pad [B, S],
-                      logit_scale_gc / logit_scale_lc (scalars, for the active terms)
+    ``forward(batch, generator=None) -> dict`` (training features; batch keys: image, title, ingrs,
+    instrs, mask; ``generator`` draws the matching module's hard negatives):
+      img_emb [B, E], rec_emb [B, E]               fp32 unit vectors; the image side from the masked
+                                                   student when masking is on and loss.itc_view is
+                                                   masked, from an extra full-image forward when full
+      with matching:  the fused candidate pairs (``TwoLevelMatching``: pair_i_att, pair_attn,
+                      pair_r_att, pair_rec_pad, cand_i2r/r2i, target_i2r/r2i, logit_scale_*)
       with distill:   dist_pred [B, P, C], dist_target [B, P, C] (no grad), mask [B, P]
     """
 
@@ -55,22 +57,30 @@ class MALM(nn.Module):
         # the teacher copies the (already weight-loaded) student; it is frozen and never trained
         self.teacher = EMATeacher(self.image_encoder) if self.use_distill else None
         self.needs_patch_tokens = needs_patch_tokens
+        self.itc_full_view = loss.itc_view == "full" and self.use_mask
         self.image_trainable = True
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         images = batch["image"]
         mask = batch.get("mask") if self.use_mask else None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.image_trainable):
+        grad_image = torch.is_grad_enabled() and self.image_trainable
+        with torch.set_grad_enabled(grad_image):
             tokens, ids_keep = self.image_encoder.forward_visible(images, mask)
-        out = {"img_emb": self.image_head(tokens[:, 0])}
+        if self.itc_full_view:  # loss.itc_view=full: L_itc sees the whole image (one more forward)
+            with torch.set_grad_enabled(grad_image):
+                full_view, _ = self.image_encoder.forward_visible(images, None)
+            out = {"img_emb": self.image_head(full_view[:, 0])}
+        else:
+            out = {"img_emb": self.image_head(tokens[:, 0])}
         rec = self.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
         out["rec_emb"] = self.recipe_head(rec["pooled"])
         if not self.needs_patch_tokens:
             return out
         full = self.image_encoder.fill(tokens, ids_keep)  # I_f [B, 1+P, C]
         if self.matching is not None:
-            out.update(self.matching(full, rec["tokens"], rec["pad"]))
+            out.update(self.matching(full, rec["tokens"], rec["pad"], out["img_emb"],
+                                     out["rec_emb"], generator))
         if self.predictor is not None:
             out["dist_pred"] = self.predictor(full)[:, 1:]
             out["dist_target"] = self.teacher_targets(images)
@@ -101,6 +111,11 @@ class MALM(nn.Module):
         """EMA step of the teacher towards the student image encoder (explicit, not in forward)."""
         if self.teacher is not None:
             self.teacher.update(self.image_encoder, momentum)
+
+    def clamp_logit_scales(self) -> None:
+        """After each optimiser step: keep the learnable temperatures in CLIP's range."""
+        if self.matching is not None:
+            self.matching.clamp_logit_scales()
 
     def set_image_trainable(self, trainable: bool) -> None:
         """Freeze / unfreeze the ViT backbone (paper: frozen for the first 20 epochs). The mask

@@ -2,8 +2,34 @@
 
 Image and recipe token sets are projected to width D. psi: a transformer decoder where image tokens
 query the recipe tokens; the head-averaged cross-attention weights of its last layer are A_I.
-psi': a decoder where recipe tokens query I_att, giving R_att. The similarity pieces used by the
-global / local contrastive losses are the pure functions at the bottom.
+psi': a decoder where recipe tokens query I_att, giving R_att.
+
+How negatives reach the fused module (the paper is silent; this is the suite's reading)
+---------------------------------------------------------------------------------------
+psi and psi' fuse an image with a recipe, so a similarity "between image i and recipe j" exists
+only if the pair (i, j) itself is pushed through them. Running the module on the paired (i, i)
+only and contrasting I_g[i] with R_g[j] over the batch is degenerate: the positive logit compares
+two functions of one pair, every negative compares two different pairs, and copying recipe
+information into both sides solves the loss without looking at the images (measured: with
+constant images L_GC and L_LC fell from ln 32 to 0.22). Here every logit [i, j] is computed from
+image i and recipe j alone: s(i, j) = <I_g(i, j), R_g(i, j)> / tau for L_GC, and per patch p
+<I_att(i, j)[p], A_I(i, j)[p] R_att(i, j)> / tau for L_LC.
+
+Which pairs (``model.matching.candidates``), in both directions:
+* ``hard``: per anchor, the positive plus ``num_negatives`` hard negatives drawn without
+  replacement from softmax(unimodal cosine similarity) with the diagonal masked -- T-Food's ITM
+  (``networks/trijoint.py``, after ALBEF): image anchors draw recipes, recipe anchors draw images.
+  T-Food applies the softmax to the raw cosine (no temperature); so does this module.
+* ``batch``: every pair of the batch (B^2 pairs through psi/psi'); affordable for small models.
+
+Under DDP the token sets and the unimodal embeddings are gathered from every rank (with gradients,
+``gather_with_grad``); the negatives are drawn for the global batch with a generator every rank
+seeds alike, and each rank fuses only the pairs of its own anchors. Pairs shared by the two
+directions (the positives) are fused once.
+
+With constant images both losses cannot fall below ln(number of candidates) in the ``batch``
+reading (s(i, j) then depends on j only) and stay at that chance value up to the sampler's bias
+in the ``hard`` reading (tested in ``tests/test_matching.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from malm.config import MatchingConfig
-from malm.models.ops import masked_mean, safe_key_padding
+from malm.models.ops import (gather_nograd, gather_with_grad, masked_mean, max_over_ranks,
+                             pad_tokens_to, safe_key_padding, world_info)
 
 
 class MultiheadAttention(nn.Module):
@@ -92,7 +119,8 @@ class CrossDecoder(nn.Module):
     def __init__(self, dim: int, heads: int, layers: int):
         super().__init__()
         if layers < 1:
-            raise ValueError("model.matching.layers must be >= 1")
+            raise ValueError(f"a matching decoder needs >= 1 layer, got {layers} "
+                             "(model.matching.psi_layers / psi_prime_layers)")
         self.blocks = nn.ModuleList(DecoderBlock(dim, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
@@ -107,25 +135,34 @@ class CrossDecoder(nn.Module):
 
 
 class TwoLevelMatching(nn.Module):
-    """psi (image queries recipe) and psi' (recipe queries I_att) over width-D projections.
+    """psi (image queries recipe) and psi' (recipe queries I_att), fused per candidate pair.
 
-    forward(img_tokens [B, 1+P, C], rec_tokens [B, S, W], rec_pad [B, S]) -> dict
-      i_att [B, 1+P, D]   psi output, token 0 = CLS (I_g = i_att[:, 0])
-      attn  [B, 1+P, S]   A_I: head-averaged cross-attention of psi's last layer (rows sum to 1
-                          over the non-pad recipe tokens; row 0 = CLS, the local loss uses 1:)
-      r_att [B, S, D]     psi' output
-      rec_pad [B, S]      the recipe pad mask (for the pad-masked mean R_g)
-      logit_scale_gc / logit_scale_lc  exp of the learnable log scale, clamped at 100 (CLIP)
+    forward(img_tokens [B, 1+P, C], rec_tokens [B, S, W], rec_pad [B, S], img_emb [B, E],
+            rec_emb [B, E], generator) -> dict (B = this rank's batch, G = the global batch)
+      pair_i_att [U, 1+P, D]  psi output of each fused pair, token 0 = CLS (I_g = pair_i_att[:, 0])
+      pair_attn  [U, 1+P, S'] A_I of psi's last layer (rows sum to 1 over the pair's recipe tokens)
+      pair_r_att [U, S', D]   psi' output;  pair_rec_pad [U, S'] the recipe pad mask
+      cand_i2r [B, K] / cand_r2i [B, K]  rows into the U pairs: the candidates of each image anchor
+                              (its recipe + negatives) and of each recipe anchor
+      target_i2r [B] / target_r2i [B]    the column of the positive in cand_*
+      logit_scale_gc / logit_scale_lc    exp of the learnable log scale (the parameter is clamped
+                              to [0, ln 100] after each optimiser step, CLIP; ``clamp_logit_scales``)
+    img_emb / rec_emb (the unimodal embeddings) rank the hard negatives; they are detached here.
     """
+
+    MAX_LOGIT_SCALE = math.log(100.0)
 
     def __init__(self, cfg: MatchingConfig, image_dim: int, recipe_dim: int, *,
                  global_loss: bool, local_loss: bool):
         super().__init__()
+        if cfg.num_negatives < 1:
+            raise ValueError(f"model.matching.num_negatives must be >= 1, got {cfg.num_negatives}")
         D = cfg.width
+        self.candidates, self.num_negatives = cfg.candidates, cfg.num_negatives
         self.proj_image = nn.Linear(image_dim, D)
         self.proj_recipe = nn.Linear(recipe_dim, D)
-        self.psi = CrossDecoder(D, cfg.heads, cfg.layers)
-        self.psi_r = CrossDecoder(D, cfg.heads, cfg.layers)
+        self.psi = CrossDecoder(D, cfg.heads, cfg.psi_layers)
+        self.psi_r = CrossDecoder(D, cfg.heads, cfg.psi_prime_layers)
         self.scale_names = [n for n, on in (("gc", global_loss), ("lc", local_loss)) if on]
         init = torch.tensor(math.log(1.0 / cfg.tau_init))
         for name in self.scale_names:
@@ -134,23 +171,79 @@ class TwoLevelMatching(nn.Module):
             else:
                 self.register_buffer(f"logit_scale_{name}", init.clone())
 
-    def forward(self, img_tokens, rec_tokens, rec_pad) -> dict:
+    @torch.no_grad()
+    def clamp_logit_scales(self) -> None:
+        """CLIP: clamp the log scale parameter itself, so its gradient never dies at the cap."""
+        for name in self.scale_names:
+            getattr(self, f"logit_scale_{name}").clamp_(0.0, self.MAX_LOGIT_SCALE)
+
+    def forward(self, img_tokens, rec_tokens, rec_pad, img_emb, rec_emb,
+                generator: torch.Generator | None = None) -> dict:
+        rank, _ = world_info()
+        B = img_tokens.shape[0]
         i = self.proj_image(img_tokens)
         r = self.proj_recipe(rec_tokens)
-        i_att, attn = self.psi(i, r, None, rec_pad, need_weights=True)
-        r_att, _ = self.psi_r(r, i_att, rec_pad, None)
-        out = {"i_att": i_att, "attn": attn, "r_att": r_att, "rec_pad": rec_pad}
+        S = max_over_ranks(r.shape[1], r.device)
+        r, rec_pad = pad_tokens_to(r, rec_pad, S)
+        i_all, r_all = gather_with_grad(i), gather_with_grad(r)  # [G, 1+P, D], [G, S, D]
+        pad_all = gather_nograd(rec_pad)
+        first = rank * B  # this rank's anchors are rows first .. first + B - 1 of the global batch
+        cand_i2r, target_i2r, cand_r2i, target_r2i = self.sample_candidates(
+            gather_nograd(img_emb.detach()), gather_nograd(rec_emb.detach()), first, B, generator)
+        # unique (image, recipe) pairs of both directions; a pair = image * G + recipe
+        G = i_all.shape[0]
+        anchors = torch.arange(first, first + B, device=i.device).unsqueeze(1)
+        keys = torch.cat([(anchors * G + cand_i2r).flatten(), (cand_r2i * G + anchors).flatten()])
+        pairs, inverse = torch.unique(keys, return_inverse=True)
+        pi, pr = pairs // G, pairs % G
+        pad = pad_all[pr]
+        i_att, attn = self.psi(i_all[pi], r_all[pr], None, pad, need_weights=True)
+        r_att, _ = self.psi_r(r_all[pr], i_att, pad, None)
+        K = cand_i2r.shape[1]
+        out = {"pair_i_att": i_att, "pair_attn": attn, "pair_r_att": r_att, "pair_rec_pad": pad,
+               "cand_i2r": inverse[:B * K].view(B, K), "target_i2r": target_i2r,
+               "cand_r2i": inverse[B * K:].view(B, K), "target_r2i": target_r2i}
         for name in self.scale_names:
-            out[f"logit_scale_{name}"] = getattr(self, f"logit_scale_{name}").exp().clamp(max=100.0)
+            out[f"logit_scale_{name}"] = getattr(self, f"logit_scale_{name}").exp()
         return out
+
+    @torch.no_grad()
+    def sample_candidates(self, img_emb, rec_emb, first: int, n: int,
+                          generator: torch.Generator | None = None):
+        """Candidates of anchors first .. first+n-1 of the global batch (img_emb, rec_emb [G, E]).
+
+        -> cand_i2r [n, K] (global recipe rows), target_i2r [n], cand_r2i [n, K] (global image
+        rows), target_r2i [n]. hard: column 0 is the positive, K = 1 + min(num_negatives, G - 1);
+        batch: K = G and the positive is the anchor's own row.
+        """
+        G, device = img_emb.shape[0], img_emb.device
+        rows = torch.arange(first, first + n, device=device)
+        if self.candidates == "batch":
+            every = torch.arange(G, device=device).expand(n, G)
+            return every, rows, every, rows
+        if self.candidates != "hard":
+            raise ValueError(f"model.matching.candidates must be hard or batch, got {self.candidates!r}")
+        k = min(self.num_negatives, G - 1)
+        if k < 1:
+            raise ValueError("hard negatives need a (global) batch of at least 2 pairs")
+        sim = img_emb.float() @ rec_emb.float().t()  # [G images, G recipes]
+        eye = torch.eye(G, dtype=torch.bool, device=device)
+        # drawn for the whole global batch, so every rank draws the same numbers from `generator`
+        w_i2r = sim.softmax(dim=1).masked_fill(eye, 0.0)
+        w_r2i = sim.t().softmax(dim=1).masked_fill(eye, 0.0)
+        neg_rec = torch.multinomial(w_i2r, k, replacement=False, generator=generator)[first:first + n]
+        neg_img = torch.multinomial(w_r2i, k, replacement=False, generator=generator)[first:first + n]
+        zero = torch.zeros(n, dtype=torch.long, device=device)
+        return (torch.cat([rows[:, None], neg_rec], 1), zero,
+                torch.cat([rows[:, None], neg_img], 1), zero)
 
 
 # ---------------------------------------------------------------- similarity pieces (pure)
 def global_features(i_att: torch.Tensor, r_att: torch.Tensor, rec_pad: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """I_g = I_att[:, CLS], R_g = pad-masked mean_S R_att, both L2-normalised.
+    """I_g = I_att[:, CLS], R_g = pad-masked mean_S R_att, both L2-normalised (one row per pair).
 
-    i_att [B, 1+P, D], r_att [B, S, D], rec_pad [B, S] -> I_g [B, D], R_g [B, D]
+    i_att [U, 1+P, D], r_att [U, S, D], rec_pad [U, S] -> I_g [U, D], R_g [U, D]
     """
     return F.normalize(i_att[:, 0], dim=-1), F.normalize(masked_mean(r_att, rec_pad), dim=-1)
 
@@ -158,20 +251,23 @@ def global_features(i_att: torch.Tensor, r_att: torch.Tensor, rec_pad: torch.Ten
 def local_recipe_features(attn: torch.Tensor, r_att: torch.Tensor) -> torch.Tensor:
     """R_lp = A_I[:, p, :] applied to R_att: one attention-weighted recipe vector per patch.
 
-    b batch, p patch, s recipe token, d width
-    attn [B, P, S] (pad columns are 0), r_att [B, S, D] -> [B, P, D]
+    u pair, p patch, s recipe token, d width
+    attn [U, P, S] (pad columns are 0), r_att [U, S, D] -> [U, P, D]
     """
-    return torch.einsum("bps,bsd->bpd", attn, r_att)
+    return torch.einsum("ups,usd->upd", attn, r_att)
 
 
-def global_logits(img: torch.Tensor, rec: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """i image, j recipe, d width.  img [B, D], rec [B, D] (unit) -> [B_i, B_j]"""
-    return scale * torch.einsum("id,jd->ij", img, rec)
+def pair_global_logits(i_att, r_att, rec_pad, scale) -> torch.Tensor:
+    """s(pair) = scale * cos(I_g, R_g) of each fused pair: [U, 1+P, D], [U, S, D], [U, S] -> [U]"""
+    img, rec = global_features(i_att, r_att, rec_pad)
+    return scale * (img * rec).sum(-1)
 
 
-def local_logits(img: torch.Tensor, rec: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Per-patch image-recipe logits over the batch.
+def pair_local_logits(i_att, attn, r_att, scale) -> torch.Tensor:
+    """Per patch p: scale * cos(I_att[p], A_I[p] R_att) of each fused pair (CLS excluded).
 
-    i image, j recipe, p patch, d width.  img [B, P, D], rec [B, P, D] (unit) -> [P, B_i, B_j]
+    i_att [U, 1+P, D], attn [U, 1+P, S], r_att [U, S, D] -> [U, P]
     """
-    return scale * torch.einsum("ipd,jpd->pij", img, rec)
+    img = F.normalize(i_att[:, 1:], dim=-1)
+    rec = F.normalize(local_recipe_features(attn[:, 1:], r_att), dim=-1)
+    return scale * (img * rec).sum(-1)

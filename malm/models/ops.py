@@ -48,3 +48,71 @@ def scatter_tokens(base: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> 
     base: [B, P, C], idx: [B, V], src: [B, V, C] -> [B, P, C]
     """
     return base.scatter(1, idx.unsqueeze(-1).expand(-1, -1, base.shape[-1]), src)
+
+
+# ------------------------------------------------------------------ across ranks (DDP)
+def world_info() -> tuple[int, int]:
+    """(rank, world_size) of the default process group; (0, 1) when not distributed."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient of the gathered tensor and returns this
+    rank's slice (open_clip's ``gather_features`` with full gradients). Works on gloo and NCCL."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        rank, world = world_info()
+        ctx.rank, ctx.n = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        torch.distributed.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` [n, ...] of every rank (equal n) -> [world * n, ...], rank order.
+
+    Gradient contract: every rank computes a loss whose mean over ranks is the global loss (the same
+    full loss on every rank, or a mean over this rank's anchors). The backward sums the ranks'
+    gradients and DDP averages the parameter gradients, so the update equals the single-process
+    update on the concatenated batch. Identity when not distributed.
+    """
+    return x if world_info()[1] == 1 else _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def gather_nograd(x: torch.Tensor) -> torch.Tensor:
+    """``gather_with_grad`` without autograd (labels, detached embeddings)."""
+    world = world_info()[1]
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def pad_tokens_to(x: torch.Tensor, pad: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append pad positions up to ``length``: x [B, S, D], pad [B, S] -> [B, L, D], [B, L]"""
+    extra = length - x.shape[1]
+    if extra <= 0:
+        return x, pad
+    x = torch.cat([x, x.new_zeros(x.shape[0], extra, x.shape[2])], dim=1)
+    return x, torch.cat([pad, pad.new_ones(pad.shape[0], extra)], dim=1)
+
+
+def max_over_ranks(n: int, device: torch.device) -> int:
+    """The largest ``n`` over ranks (ranks trim their recipe tokens to their own longest row)."""
+    if world_info()[1] == 1:
+        return n
+    t = torch.tensor([n], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())

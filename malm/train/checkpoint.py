@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # the last finished epoch (resume)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -35,3 +35,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torn/foreign files: say which file
         raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc
+
+
+BEST_CHECKPOINT = "checkpoint_best.pt"
+
+
+def is_better(val: dict[str, float], best: dict[str, float]) -> bool:
+    """T-Food's saving criteria: lower val img2rec medR wins; at equal medR, higher R@1."""
+    if val["val/img2rec_medR"] != best["val/img2rec_medR"]:
+        return val["val/img2rec_medR"] < best["val/img2rec_medR"]
+    return val["val/img2rec_R@1"] > best["val/img2rec_R@1"]

@@ -25,28 +25,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from malm import config as C
-from malm.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from malm.train.checkpoint import (BEST_CHECKPOINT, CHECKPOINT, is_better, load_checkpoint,
+                                   save_checkpoint)
+from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ environment
 def resolve_device(name: str) -> torch.device:
+    """The device of a single-process run (train.device: auto, cpu, cuda)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is available")
     return torch.device(name)
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world_size); initialises the process group when WORLD_SIZE > 1 (env:// rendezvous)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return torch.distributed.get_rank(), world
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -85,14 +78,21 @@ def make_loader(cfg: C.Config, cache_dir: Path, split: str, train: bool, batch_s
     collate = MaskingCollate(num_patches(cfg), cfg.model.mask.ratio if train else 0.0,
                              cfg.model.mask.recipe_ratio if train else 0.0, mask_id=2,
                              seed=cfg.train.seed)
+    common = dict(num_workers=cfg.data.num_workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                  persistent_workers=False)
+    if train and cfg.data.batch_sampler == "triplet_classif":
+        from malm.data.sampler import TripletClassifBatchSampler
+
+        sampler = TripletClassifBatchSampler(
+            ds.classes(), batch_size, background_frac=cfg.data.sampler_background_frac,
+            same_class=cfg.data.sampler_same_class, seed=cfg.train.seed, rank=rank, world_size=world)
+        return DataLoader(ds, batch_sampler=sampler, **common), collate, sampler
     sampler = None
     if world > 1 and train:
         sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True,
                                                                   seed=cfg.train.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                        drop_last=train, num_workers=cfg.data.num_workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        drop_last=train, **common)
     return loader, collate, sampler
 
 
@@ -139,11 +139,13 @@ def embed_split(model, cfg: C.Config, cache_dir: Path, split: str, device: torch
     return image.astype(np.float32), recipe.astype(np.float32), ids_arr
 
 
-def save_embeddings(path: str | os.PathLike, image: np.ndarray, recipe: np.ndarray, ids: np.ndarray) -> None:
+def save_embeddings(path: str | os.PathLike, image: np.ndarray, recipe: np.ndarray, ids: np.ndarray,
+                    **meta: Any) -> None:
+    """Atomic .npz with image, recipe, ids and optional scalar metadata (e.g. the checkpoint used)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, image=image, recipe=recipe, ids=ids)
+    np.savez(tmp, image=image, recipe=recipe, ids=ids, **{k: np.asarray(v) for k, v in meta.items()})
     os.replace(tmp, path)
 
 
@@ -185,26 +187,51 @@ def _record_start(run_dir: Path, start_epoch: int) -> None:
 
 def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
           restart_on_config_change: bool = False) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir`` (config.yaml, checkpoint.pt, history.json, dvclive/, metrics.json,
+    """Train ``cfg`` into ``run_dir`` (config.yaml, checkpoint.pt = the last epoch,
+    checkpoint_best.pt = the best epoch on validation, history.json, dvclive/, metrics.json,
     starts.json: one entry per start, so resumes and Slurm requeues are visible).
 
     Resumes from ``run_dir/checkpoint.pt`` when present (a checkpoint of another config is an error,
     or with ``restart_on_config_change`` is removed and training starts afresh); returns the final
-    metrics.
+    metrics. Under DDP (WORLD_SIZE > 1) each rank uses its own device, and a failure on any rank
+    ends every rank within seconds (``FailureWatchdog``).
     """
+    device, rank, world = setup_distributed(cfg.train.device)
+    with FailureWatchdog():
+        return _train(cfg, Path(run_dir), device, rank, world, progress, restart_on_config_change)
+
+
+def _wrap(model, device: torch.device, world: int, compile_: bool):
+    """The module the step calls: DDP over the parameters that train now, optionally compiled.
+
+    Built again whenever the set of trainable parameters changes (the image encoder's freeze):
+    DDP fixes its gradient buckets at construction, and a parameter that stops producing
+    gradients later makes it fail with "Expected to have finished reduction in the prior iteration".
+    """
+    wrapped = model
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False)
+    return torch.compile(wrapped) if compile_ else wrapped
+
+
+def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world: int,
+           progress: bool, restart_on_config_change: bool) -> dict[str, Any]:
     from malm.data.cache import prepare
+    from malm.data.dataset import mix_seed
     from malm.losses.criterion import MALMCriterion
     from malm.models.malm import build_model
     from malm.train.ema import cosine_momentum_schedule
 
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.train.device)
-    rank, world = init_distributed(device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.batch_size % world:
+        raise C.ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
+                            f"{world} ranks (it is the global batch)")
 
-    ckpt_path = run_dir / CHECKPOINT
+    ckpt_path, best_path = run_dir / CHECKPOINT, run_dir / BEST_CHECKPOINT
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if state is not None:
         saved = C.from_dict(state["config"])
@@ -213,8 +240,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
                 raise C.ConfigError(f"{ckpt_path} was made with a different config; use a new --run-dir "
                                     f"(see {run_dir / 'config.yaml'} for the one it was made with)")
             log.warning("%s: config changed; starting afresh", ckpt_path)
-            for name in (CHECKPOINT, "history.json", "metrics.json"):
-                (run_dir / name).unlink(missing_ok=True)
+            if rank == 0:
+                for name in (CHECKPOINT, BEST_CHECKPOINT, "history.json", "metrics.json"):
+                    (run_dir / name).unlink(missing_ok=True)
             state = None
         if state is not None and state.get("finished"):
             log.info("run %s already finished; nothing to do", run_dir)
@@ -232,6 +260,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     loader, collate, sampler = make_loader(cfg, cache_dir, "train", True, cfg.train.batch_size // world,
                                            device, rank, world)
     steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise C.ConfigError(f"the train split gives no full batch of train.batch_size={cfg.train.batch_size}")
     total_steps = steps_per_epoch * cfg.train.epochs
     warm = max(cfg.train.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -239,24 +269,20 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     momentum = cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
                                         cfg.train.epochs, steps_per_epoch)
 
-    start_epoch, history, wall = 0, [], 0.0
+    start_epoch, history, wall, best = 0, [], 0.0, None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history, wall = state["epoch"], state["history"], state["wall_s"]
+        best = state.get("best")
         log.info("resuming %s at epoch %d/%d", run_dir, start_epoch, cfg.train.epochs)
     if rank == 0:
         _record_start(run_dir, start_epoch)
 
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
     live = _dvclive_replay(run_dir, history) if rank == 0 else None
     amp = device.type == "cuda" and cfg.train.amp
+    train_model, wrapped_for = None, None
 
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -264,9 +290,12 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
         g = seed_everything(epoch_seed(cfg.train.seed, epoch, rank))
         loader.generator = g  # data order of this epoch
         set_epoch(loader, collate, sampler, epoch)
-        model.set_image_trainable(epoch >= cfg.train.freeze_image_epochs)
+        trainable = epoch >= cfg.train.freeze_image_epochs
+        model.set_image_trainable(trainable)
+        if wrapped_for != trainable:
+            train_model, wrapped_for = _wrap(model, device, world, cfg.train.compile), trainable
         model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n_seen = skipped = 0
         bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0, leave=False)
@@ -276,12 +305,14 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
                 continue
             skipped += batch.pop("n_skipped", 0)
             batch = to_device(batch, device)
+            # hard negatives: one stream per step, the same on every rank (drawn for the global batch)
+            negatives = torch.Generator(device=device).manual_seed(mix_seed(cfg.train.seed, epoch, i))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = train_model(batch)
+                out = train_model(batch, generator=negatives)
                 losses = criterion(out, batch, epoch)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i}: "
+            if not torch.isfinite(all_reduce_mean(loss.detach()) if world > 1 else loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i} (rank {rank}): "
                                          f"{ {k: float(v) for k, v in losses.items()} }")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -289,15 +320,19 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             scheduler.step()
+            model.clamp_logit_scales()
             model.update_teacher(float(momentum[min(step, total_steps - 1)]))
             bs = batch["image"].shape[0]
             n_seen += bs
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * bs
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * bs
             if i % max(cfg.train.log_every, 1) == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         train_secs = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, **{f"train/{k}": v / max(n_seen, 1) for k, v in sums.items()}}
+        # every rank saw as many samples: the mean of the ranks' means is the global mean
+        means = {k: float(all_reduce_mean(v / max(n_seen, 1)) if world > 1 else v / max(n_seen, 1))
+                 for k, v in sums.items()}
+        row = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in means.items()}}
         for gi, group in enumerate(optimizer.param_groups):
             row[f"lr/{group.get('name', gi)}"] = group["lr"]
         row["train/samples_per_s"] = n_seen * world / max(train_secs, 1e-9)
@@ -311,15 +346,23 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
         wall += time.perf_counter() - t0
         history.append(row)
         finished = epoch + 1 == cfg.train.epochs
+        if rank == 0:
+            val = {k: row[k] for k in ("val/img2rec_medR", "val/img2rec_R@1")}
+            if best is None or is_better(val, best):
+                best = {"epoch": epoch + 1, **val}
+                save_checkpoint(best_path, {"config": C.to_dict(cfg), "epoch": epoch + 1,
+                                            "model": model.state_dict(), "val": val, "best": best})
         if finished:
             metrics = {"variant": cfg.variant, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
                        "wall_s": wall, **{k: v for k, v in row.items() if k.startswith("val/")}}
+            if best is not None:
+                metrics.update({f"best/{k}": v for k, v in best.items()})
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "config": C.to_dict(cfg), "epoch": epoch + 1, "history": history, "wall_s": wall,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "finished": finished, "metrics": metrics})
+                "finished": finished, "metrics": metrics, "best": best})
             C.atomic_write_json(run_dir / "history.json", history)
             for k, v in row.items():
                 if k != "epoch":
@@ -335,28 +378,48 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     return metrics
 
 
-def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu"):
-    """(model, cfg, cache_dir) from a run directory's checkpoint and the config it carries."""
+CHECKPOINT_CHOICES = {"best": BEST_CHECKPOINT, "last": CHECKPOINT}
+
+
+def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu",
+                 checkpoint: str = "last"):
+    """(model, cfg, cache_dir, info) from a run directory's checkpoint and the config it carries.
+
+    ``checkpoint``: last (checkpoint.pt, the last finished epoch) or best (checkpoint_best.pt, the
+    best epoch on validation: medR, then R@1, T-Food's saving criteria). ``info`` says which file
+    and epoch were loaded.
+    """
     from malm.data.cache import prepare
     from malm.models.malm import build_model
 
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got {checkpoint!r}")
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    path = run_dir / CHECKPOINT_CHOICES[checkpoint]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (train the run first; runs made before best "
+                                "checkpoints were kept need --checkpoint last)")
+    state = load_checkpoint(path)
     cfg = C.from_dict(state["config"])
-    if not state.get("finished"):
-        log.warning("%s is not finished (epoch %d of %d)", run_dir, state["epoch"], cfg.train.epochs)
+    last = load_checkpoint(run_dir / CHECKPOINT) if checkpoint == "best" else state
+    if not last.get("finished"):
+        log.warning("%s is not finished (epoch %d of %d)", run_dir, last["epoch"], cfg.train.epochs)
     cache_dir = prepare(cfg.data, progress=False)
     model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir))
     model.load_state_dict(state["model"])
-    return model.to(device), cfg, cache_dir
+    info = {"checkpoint": checkpoint, "checkpoint_file": path.name, "checkpoint_epoch": int(state["epoch"])}
+    return model.to(device), cfg, cache_dir, info
 
 
-def embed(run_dir: str | os.PathLike, split: str, out: str | os.PathLike, progress: bool = True) -> Path:
-    """Embed ``split`` with the trained run -> ``out`` (.npz: image, recipe, ids sorted by id)."""
+def embed(run_dir: str | os.PathLike, split: str, out: str | os.PathLike, progress: bool = True,
+          checkpoint: str = "best") -> Path:
+    """Embed ``split`` with the trained run's ``checkpoint`` (best|last) -> ``out`` (.npz: image,
+    recipe, ids sorted by id, and which checkpoint and epoch made them)."""
     device = resolve_device("auto")
-    model, cfg, cache_dir = load_trained(run_dir, device)
+    model, cfg, cache_dir, info = load_trained(run_dir, device, checkpoint)
     image, recipe, ids = embed_split(model, cfg, cache_dir, split, device, progress=progress)
-    save_embeddings(out, image, recipe, ids)
-    log.info("wrote %s: %d pairs, dim %d", out, len(ids), image.shape[1])
+    save_embeddings(out, image, recipe, ids, **info)
+    log.info("wrote %s: %d pairs, dim %d, from the %s checkpoint (epoch %d)", out, len(ids),
+             image.shape[1], checkpoint, info["checkpoint_epoch"])
     return Path(out)
 
