@@ -58,3 +58,21 @@ def test_end_to_end_on_tiny_data(tmp_path, tiny_data):
     assert int(rows[-1]["samples"]) == sum(int(h["train/samples"]) for h in hist_) > 0
     assert "learning curve: variant=baseline" in p.stdout and "projection" in p.stdout
     assert (out / "curve.png").stat().st_size > 1000
+
+
+def test_train_step_bench_runs_the_trainers_step_on_cpu(tmp_path):
+    """The GPU check's bench at the small config: every runner finishes and the ratios are printed."""
+    out = tmp_path / "step.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train_step.py"), "--config",
+                        "small", "--batch", "4", "--steps", "1", "--warmup", "1", "--threads", "1",
+                        "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert out.exists() and "MALM" in p.stdout
+
+
+def test_gpu_check_script_parses():
+    p = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr

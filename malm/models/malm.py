@@ -79,8 +79,11 @@ class MALM(nn.Module):
             return out
         full = self.image_encoder.fill(tokens, ids_keep)  # I_f [B, 1+P, C]
         if self.matching is not None:
-            out.update(self.matching(full, rec["tokens"], rec["pad"], out["img_emb"],
-                                     out["rec_emb"], generator))
+            # bound to a name first: updating `out` from a temporary that crosses a torch.compile
+            # graph break recompiled the rest of forward on every step
+            matched = self.matching(full, rec["tokens"], rec["pad"], out["img_emb"], out["rec_emb"],
+                                    generator)
+            out.update(matched)
         if self.predictor is not None:
             out["dist_pred"] = self.predictor(full)[:, 1:]
             out["dist_target"] = self.teacher_targets(images)
