@@ -225,7 +225,8 @@ def malm_runner(variant: str, base: Config, args, device, autocast, compiled: bo
         if args.freeze_image:
             model.set_image_trainable(False)
         crit = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)
-        groups = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay)
+        groups = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay,
+                                               cfg.train.lr_word_embedding)
                   if g["params"]]
         opt = torch.optim.Adam(groups, fused=device.type == "cuda")
         fwd = _maybe_compile(model, compiled)

@@ -175,6 +175,8 @@ class TrainConfig:
     batch_size: int = _f(64, "Batch size (paper: 128).")
     lr: float = _f(1e-3, "Adam learning rate for all but the image encoder (paper: 1e-5).")
     lr_image: float = _f(1e-3, "Adam learning rate for the image encoder (paper: 1e-6).")
+    lr_word_embedding: float | None = _f(None, "Adam learning rate for the recipe encoder's word "
+                                         "embedding, its own optimiser group (null = train.lr).")
     weight_decay: float = _f(0.0, "Adam weight decay.")
     freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
     warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")

@@ -209,6 +209,13 @@ def test_frozen_image_encoder_and_param_groups():
         assert (g["lr"] == 1e-6) == g["name"].startswith("image")
         assert all((id(p) in vit_ids) == g["name"].startswith("image") for p in g["params"])
     assert not ({id(p) for p in model.teacher.parameters()} & set(ids))
+    # the word embedding is its own group, at its own rate when one is given
+    groups = model.param_groups(lr=1e-5, lr_image=1e-6, lr_word_embedding=1e-4)
+    word = [g for g in groups if g["name"].startswith("word_embedding")]
+    assert len(word) == 1 and word[0]["lr"] == 1e-4
+    assert [id(p) for p in word[0]["params"]] == [id(model.recipe_encoder.embedding.weight)]
+    assert all(g["lr"] == 1e-5 for g in model.param_groups(lr=1e-5, lr_image=1e-6)
+               if g["name"].startswith("word_embedding"))
 
 
 def test_update_teacher_and_train_mode():

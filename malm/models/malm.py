@@ -132,20 +132,24 @@ class MALM(nn.Module):
             if not name.startswith("teacher."):
                 yield name, p
 
-    def param_groups(self, lr: float, lr_image: float, weight_decay: float = 0.0) -> list[dict]:
-        """Adam groups: the ViT backbone at ``lr_image`` (paper 1e-6), the rest at ``lr`` (1e-5);
-        no weight decay on biases, norms, embeddings, tokens and logit scales. Frozen backbone
-        parameters are included so unfreezing needs no new optimizer."""
+    def param_groups(self, lr: float, lr_image: float, weight_decay: float = 0.0,
+                     lr_word_embedding: float | None = None) -> list[dict]:
+        """Adam groups: the ViT backbone at ``lr_image`` (paper 1e-6), the recipe encoder's word
+        embedding at ``lr_word_embedding`` (None = ``lr``), the rest at ``lr`` (1e-5); no weight
+        decay on biases, norms, embeddings, tokens and logit scales. Frozen backbone parameters are
+        included so unfreezing needs no new optimizer."""
         groups: dict[tuple[str, bool], list] = {}
         for name, p in self.student_parameters():
-            part = "image" if name.startswith("image_encoder.vit.") else "rest"
+            part = ("image" if name.startswith("image_encoder.vit.")
+                    else "word_embedding" if name.startswith("recipe_encoder.embedding.") else "rest")
             decay = p.ndim >= 2 and not any(k in name for k in _NO_DECAY)
             groups.setdefault((part, decay), []).append(p)
+        lrs = {"image": lr_image, "rest": lr,
+               "word_embedding": lr if lr_word_embedding is None else lr_word_embedding}
         out = []
         for (part, decay), params in sorted(groups.items()):
             out.append({"name": f"{part}{'' if decay else '_no_decay'}", "params": params,
-                        "lr": lr_image if part == "image" else lr,
-                        "weight_decay": weight_decay if decay else 0.0})
+                        "lr": lrs[part], "weight_decay": weight_decay if decay else 0.0})
         return out
 
 

@@ -254,7 +254,8 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
     seed_everything(cfg.train.seed)  # model init
     model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir)).to(device)
     criterion = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)  # stateless
-    params = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay)
+    params = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay,
+                                               cfg.train.lr_word_embedding)
               if g["params"]]
     optimizer = torch.optim.Adam(params, fused=device.type == "cuda")
     loader, collate, sampler = make_loader(cfg, cache_dir, "train", True, cfg.train.batch_size // world,
