@@ -121,6 +121,16 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from malm.train.pretrain import pretrain
+
+    args.variant = "baseline"  # the image encoder's config does not depend on the variant
+    summary = pretrain(build_config(args))
+    print(json.dumps({k: summary[k] for k in ("weights", "corpus", "steps", "samples", "minutes", "final")},
+                     indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     from malm.launch.stage import run_stage
@@ -159,6 +169,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         C.atomic_write_json(args.out, result)
     summary = {d: {k: round(v["mean"], 2) for k, v in result[d].items()} for d in ("img2rec", "rec2img")}
     print(f"protocol={args.protocol} bag={args.bag_size} x{args.n_bags}: {json.dumps(summary)}")
+    return 0
+
+
+def cmd_grounding(args: argparse.Namespace) -> int:
+    from malm.eval.grounding import run_grounding
+
+    res = run_grounding(args.run_dir, args.truth, args.out, args.figure, split=args.split,
+                        limit=args.limit, rule=args.rule, min_visible=args.min_visible,
+                        checkpoint=args.checkpoint, batch_size=args.batch_size,
+                        n_examples=args.examples, device=args.device, progress=not args.quiet)
+    if not res["has_matching"]:
+        print(f"grounding: {res['reason']}" + (f" (recorded in {args.out})" if args.out else ""))
+        return 0
+    lo, hi = res["accuracy_ci95"]
+    print(f"grounding {res['variant']} ({res['split']}, {res['rule']} rule): pointing accuracy "
+          f"{res['accuracy']:.3f} [95% CI {lo:.3f}, {hi:.3f}] vs chance {res['chance']:.3f} over "
+          f"{res['n_targets']} ingredients in {res['n_pairs']} images"
+          + (f"; wrote {args.out}" if args.out else "") + (f", {args.figure}" if args.figure else ""))
     return 0
 
 
@@ -237,6 +265,19 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variants", help="List the registered baselines and ablations.")
     p.set_defaults(func=cmd_variants)
 
+    # pretrain
+    p = sub.add_parser("pretrain", formatter_class=fmt,
+                       help="Pretrain the image encoder once, CLIP-style (the CLIP stand-in).",
+                       description="Generate the pretraining corpus (section `pretrain`: its own seed, "
+                                   "size and ingredient list; nothing shared with the benchmark), train "
+                                   "the model.image ViT against a bag-of-words caption tower with "
+                                   "symmetric InfoNCE, and write pretrain.out (point model.image.pretrained "
+                                   "at it), pretrain.json (corpus, steps, the val retrieval curve) and "
+                                   "pretrain_curve.png beside it.",
+                       epilog="Config keys:\n" + config_help())
+    _add_config_args(p, variant=False)
+    p.set_defaults(func=cmd_pretrain)
+
     # train
     p = sub.add_parser("train", formatter_class=fmt, help="Train a variant into a run directory.",
                        description="Train a variant. Re-running on an existing run directory resumes from "
@@ -282,6 +323,43 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Config file(s) for --out-dir, e.g. params.yaml (its `eval` and `slurm` sections).")
     _add_executor_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    # grounding
+    p = sub.add_parser(
+        "grounding",
+        help="Grounding score of a trained run on the synthetic data: does psi's local attention "
+             "point inside the ingredient's box?",
+        description="Pointing game on the synthetic boxes (synth_truth.json). For each evaluated pair "
+                    "(image i, its recipe i) and each visible ingredient named on one of the recipe's "
+                    "ingredient lines, run the matching module psi on the full image and take A_I (the "
+                    "patches' cross-attention) on that line's recipe token: the patch with the most "
+                    "weight is the pointer, a hit when it lies inside the ingredient's box. Reports "
+                    "pointing accuracy against the chance rate (mean share of the patches inside the "
+                    "box). A variant without a matching module gets a note, not an error.")
+    p.add_argument("--run-dir", required=True, help="A trained run directory (config.yaml + checkpoint).")
+    p.add_argument("--truth", default=None,
+                   help="synth_truth.json of the run's data (det_ingrs.json must sit beside it). "
+                        "Default: <data.root>/synth_truth.json of the run's config.")
+    p.add_argument("--out", default=None, help="Write the result JSON here (atomically).")
+    p.add_argument("--figure", default=None,
+                   help="Write a PNG with a few test images, their boxes and the attention maps.")
+    p.add_argument("--limit", type=int, default=None,
+                   help="Score only the first N pairs of the split (recipe id order). Default: all.")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="Split to score.")
+    p.add_argument("--rule", default="centre", choices=["centre", "overlap"],
+                   help="When the pointer patch counts as inside the box: centre = its centre lies in "
+                        "the box (default); overlap = it shares any area with the box. The chance rate "
+                        "follows the same rule.")
+    p.add_argument("--min-visible", type=float, default=0.0,
+                   help="Score only ingredients with at least this unoccluded fraction (truth's "
+                        "`visible`); fully hidden ones (0) are never scored.")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="Which checkpoint of the run: best (validation) or last. Default: best.")
+    p.add_argument("--batch-size", type=int, default=64, help="Pairs per forward pass.")
+    p.add_argument("--examples", type=int, default=4, help="Images drawn in --figure.")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    p.set_defaults(func=cmd_grounding)
 
     # tables
     p = sub.add_parser("tables", help="Collect metrics JSON into tidy CSV/parquet, Markdown tables, figures.",

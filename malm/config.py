@@ -202,6 +202,30 @@ class EvalConfig:
     split: str = _f("test", "Split to embed and evaluate.")
 
 
+# -------------------------------------------------------------------------------------- pretrain
+@dataclass
+class PretrainConfig:
+    """The CLIP stand-in (``malm pretrain``): the image encoder of ``model.image`` trained once,
+    CLIP-style, on a synthetic corpus that shares no seed, recipe or image with the benchmark."""
+    root: str = _f("data/pretrain/synth", "Where the pretraining corpus is generated (Recipe1M format).")
+    cache_dir: str = _f("data/pretrain/cache", "Its preprocessing cache.")
+    out: str = _f("data/pretrain/image_encoder.pt", "The weights written (a timm state dict of the "
+                  "ViT; point model.image.pretrained at it) with pretrain.json and the curve beside it.")
+    seed: int = _f(1, "Corpus seed; must differ from synth.seed (the benchmark's data).")
+    n_train: int = _f(20000, "Corpus training recipes with images.")
+    n_val: int = _f(1000, "Corpus validation recipes (the image->caption retrieval curve).")
+    n_ingredients: int = _f(0, "Ingredients the corpus draws from (0 = all 156 of the generator: a "
+                            "wider world than the benchmark's, as CLIP's web data is for Recipe1M).")
+    caption_keep: float = _f(0.6, "Fraction of a recipe's ingredient lines its caption names (drawn "
+                             "per sample and epoch; the title is always in), like partial web alt-text.")
+    minutes: float = _f(9.0, "Training time budget in minutes (stops after the epoch that crosses it).")
+    max_epochs: int = _f(100, "Epoch cap.")
+    batch_size: int = _f(64, "Batch size.")
+    lr: float = _f(1e-3, "Adam learning rate.")
+    embed_dim: int = _f(128, "Width of the shared image-caption space (thrown away after).")
+    tau_init: float = _f(0.07, "Initial temperature of the symmetric InfoNCE (learnable, CLIP).")
+
+
 # ----------------------------------------------------------------------------------------- slurm
 @dataclass
 class SlurmConfig:
@@ -236,6 +260,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     variant: str = _f("malm", "Name of the variant this config was built for.")
 
 
@@ -326,7 +351,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 # Keys that change how a run executes, not what it computes: a checkpoint may resume under new values.
-RUNTIME_KEYS = ("slurm", "eval", "data.num_workers", "train.device", "train.threads", "train.log_every",
+RUNTIME_KEYS = ("slurm", "eval", "pretrain", "data.num_workers", "train.device", "train.threads", "train.log_every",
                 "train.compile")
 
 
