@@ -1,4 +1,4 @@
-"""Seaborn figures of the collected results (used by ``malm tables`` and the notebooks)."""
+"""Figures (matplotlib/seaborn) of the collected results (used by ``malm tables`` and the notebooks)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker  # noqa: F401  (integer epoch ticks)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,42 +14,95 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
-def recall_bars(df: pd.DataFrame, protocol: str, bag_size: int, order: list[str] | None = None):
-    """R@1/5/10 per variant (mean over seeds, error bars = std over seeds), both directions."""
-    d = df[(df.protocol == protocol) & (df.bag_size == bag_size) & (df.metric != "medR")]
-    g = sns.catplot(data=d, x="metric", y="value", hue="display", col="direction", kind="bar",
-                    errorbar="sd", hue_order=order, height=3.6, aspect=1.25)
-    g.set_axis_labels("", "recall (%)")
-    g.figure.suptitle(f"ours ({d.dataset.iloc[0] if len(d) else ''}): {protocol} protocol, "
-                      f"{bag_size // 1000}k bags, mean ± std over seeds", y=1.03)
-    return g.figure
+def _ci_note(summary: pd.DataFrame) -> str:
+    over = sorted(set(summary["ci_over"].dropna())) if "ci_over" in summary else []
+    return "error bars = 95 % bootstrap CI" + (f", resampled: {'; '.join(over)}" if over else "")
 
 
-def mask_ratio_curve(df: pd.DataFrame, ratios: dict[str, float], protocol: str, bag_size: int,
+def _yerr(d: pd.DataFrame):
+    """Asymmetric error bars [2, n] from ci_low/ci_high (0 where there is no interval)."""
+    lo = (d["mean"] - d["ci_low"]).fillna(0.0).clip(lower=0).to_numpy()
+    hi = (d["ci_high"] - d["mean"]).fillna(0.0).clip(lower=0).to_numpy()
+    return [lo, hi]
+
+
+def recall_bars(summary: pd.DataFrame, protocol: str, bag_size: int, order: list[str] | None = None):
+    """R@1/5/10 per variant (those of ``order`` in that order, if given), both directions: bars =
+    mean over seeds, error bars = the 95 % bootstrap interval of that mean over seeds x bags
+    (``malm.results.summarise``'s ci_low/ci_high)."""
+    from malm.results import DIRECTIONS, bag_label
+
+    d = summary[(summary.protocol == protocol) & (summary.bag_size == bag_size)
+                & (summary.metric != "medR")]
+    names = [n for n in order if n in set(d.display)] if order else list(dict.fromkeys(d.display))
+    d = d[d.display.isin(names)]
+    metrics = ["R@1", "R@5", "R@10"]
+    colors = sns.color_palette(n_colors=max(len(names), 1))
+    fig, axes = plt.subplots(1, len(DIRECTIONS), figsize=(4.2 * len(DIRECTIONS) + 1.8, 3.8),
+                             sharey=True, squeeze=False)
+    width = 0.8 / max(len(names), 1)
+    for ax, direction in zip(axes[0], DIRECTIONS):
+        for i, name in enumerate(names):
+            v = d[(d.direction == direction) & (d.display == name)]
+            # runs of one variant with different bag counts: the first (the title lists the counts)
+            v = v.drop_duplicates("metric").set_index("metric").reindex(metrics)
+            x = [j - 0.4 + width * (i + 0.5) for j in range(len(metrics))]
+            ax.bar(x, v["mean"], width, yerr=_yerr(v), capsize=2, color=colors[i],
+                   label=name, error_kw={"elinewidth": 1})
+        ax.set_xticks(range(len(metrics)), metrics)
+        ax.set_title(direction)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("recall (%)")
+    if names:
+        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    source = d.source.iloc[0] if len(d) else "ours"
+    n_bags = "/".join(str(int(n)) for n in sorted(d.n_bags.unique())) if len(d) else "0"
+    bags = "bag" if n_bags == "1" else "bags"
+    fig.suptitle(f"{source}: {protocol} protocol, {n_bags} {bags} of {bag_label(bag_size)}\n"
+                 f"mean over seeds, {_ci_note(d)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def mask_ratio_curve(summary: pd.DataFrame, ratios: dict[str, float], protocol: str, bag_size: int,
                      paper: pd.DataFrame | None = None):
-    """img2rec R@1 against the mask ratio: ours (mean ± std over seeds) and, if given, the paper's."""
-    d = df[(df.protocol == protocol) & (df.bag_size == bag_size) & (df.metric == "R@1")
-           & (df.direction == "img2rec") & df.variant.isin(list(ratios))].copy()
+    """img2rec R@1 against the mask ratio: ours (mean over seeds, error bars = 95 % bootstrap CI
+    over seeds x bags) and, if given, the paper's."""
+    from malm.results import bag_label
+
+    d = summary[(summary.protocol == protocol) & (summary.bag_size == bag_size)
+                & (summary.metric == "R@1") & (summary.direction == "img2rec")
+                & summary.variant.isin(list(ratios))].copy()
     d["mask ratio"] = d.variant.map(ratios)
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    sns.lineplot(data=d, x="mask ratio", y="value", errorbar="sd", marker="o", ax=ax,
-                 label=f"ours ({protocol}, {bag_size // 1000}k)")
+    d = d.sort_values("mask ratio")
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.errorbar(d["mask ratio"], d["mean"], yerr=_yerr(d), marker="o", capsize=3,
+                label=f"ours ({protocol}, {bag_label(bag_size)}; left axis)")
+    handles, labels = ax.get_legend_handles_labels()
     if paper is not None and len(paper):
         ax2 = ax.twinx()
-        ax2.plot(paper["mask ratio"], paper["value"], "s--", color="grey", label="paper (10k)")
+        ax2.plot(paper["mask ratio"], paper["value"], "s--", color="grey",
+                 label="paper (10k; right axis)")
         ax2.set_ylabel("paper R@1 (%)", color="grey")
-        ax2.legend(loc="lower right")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
+              frameon=False, fontsize=9)
+    ax.set_xlabel("mask ratio")
     ax.set_ylabel("ours img2rec R@1 (%)")
-    ax.set_title("Mask ratio (Table 3)")
+    ax.set_title(f"Mask ratio (Table 3)\n{_ci_note(d)}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def training_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1"):
     """A metric per epoch, one line per variant (band = std over seeds)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
     sns.lineplot(data=history, x="epoch", y=y, hue="display", errorbar="sd", ax=ax)
-    ax.set_title(f"{y} during training (mean ± std over seeds)")
+    ax.set_title(f"{y} during training\n(mean over seeds, band = ± std over seeds)", fontsize=10)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title=None, frameon=False)
     fig.tight_layout()
     return fig
 

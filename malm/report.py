@@ -1,13 +1,17 @@
 """The paper's Tables 1-3 rebuilt from collected results, beside the paper's numbers (notebooks).
 
 Pure functions over the tidy frames of :mod:`malm.results`: ``load_ours`` reads one or more
-``results.csv`` (DVC pipeline, Slurm grids) and tags each row with its ``origin``; ``table1`` /
-``table2`` / ``table3`` give display tables (cells ``mean ± std`` over seeds); ``paper_inconsistencies``
-and ``paper_claims`` check the paper against itself, computed from ``malm_paper_tables.csv``.
+``results.csv`` (DVC pipeline, Slurm grids) and tags each row with its ``origin``, ``load_bags`` the
+``per_bag.csv`` beside each; ``table1`` / ``table2`` / ``table3`` give display tables (cells
+``mean [95 % CI]``: mean over seeds, bootstrap interval over seeds x bags), ``differences`` and
+``differences_table`` the paired differences of each table's comparisons (``malm.eval.stats``);
+``paper_inconsistencies`` and ``paper_claims`` check the paper against itself, computed from
+``malm_paper_tables.csv``.
 
 Our numbers and the paper's never share a number column without a label: Table 1 has a ``source``
-column on every row, Tables 2/3 put each source in its own column block. A variant without results
-gets "—" cells and the note "no results yet"; nothing is filled in.
+column on every row, Tables 2/3 put each source in its own column block (exported to Markdown as one
+small table per block, under the block's label). A variant without results gets "—" cells and the
+note "no results yet"; nothing is filled in.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from malm import variants as variants_mod
-from malm.results import COLUMNS, DIRECTIONS, METRICS, bag_label, summarise
+from malm import results as results_mod
+from malm.results import (BAG_COLUMNS, BAGS_FILE, COLUMNS, DIRECTIONS, METRICS, bag_label, fmt_ci,
+                          fmt_diff, summarise)
 
 PathsLike = Mapping[str, "str | os.PathLike"] | Sequence["str | os.PathLike"]
 MISSING = "—"
@@ -56,6 +62,15 @@ def load_ours(paths: PathsLike) -> pd.DataFrame:
     """Tidy results (``malm.results.COLUMNS``) of every existing file, plus ``origin`` = the file's
     label (the mapping key, or the path). Files that do not exist are skipped (see ``inventory``)."""
     return _read_many(paths, COLUMNS)
+
+
+def load_bags(paths: PathsLike) -> pd.DataFrame:
+    """The per-bag values (``malm.results.BAG_COLUMNS``, file ``per_bag.csv``) beside each of the
+    given ``results.csv`` files, labelled with the same ``origin``; files without one add nothing
+    (their intervals then resample the per-run means over seeds only, and say so)."""
+    labelled = _labelled(paths)
+    return _read_many({origin: path.with_name(BAGS_FILE) for origin, path in labelled},
+                      BAG_COLUMNS)
 
 
 def load_curves(paths: PathsLike) -> pd.DataFrame:
@@ -160,12 +175,13 @@ def paper_label(paper: pd.DataFrame, table: int) -> str:
 
 
 def _cells(summary: pd.DataFrame, bag_size: int, directions: Sequence[str], digits: int) -> dict:
-    """Cells of one variant from ``results.summarise``; runs evaluated with different numbers of
-    bags are not pooled by ``summarise``: each is shown with its n_bags."""
+    """Cells 'mean [95 % CI]' of one variant from ``results.summarise`` (the mean alone where there
+    is no interval: one seed and one bag); runs evaluated with different numbers of bags are not
+    pooled by ``summarise``: each is shown with its n_bags."""
     out = {}
     for d, m in itertools.product(directions, METRICS):
         s = summary[(summary.bag_size == bag_size) & (summary.direction == d) & (summary.metric == m)]
-        cells = [fmt(r.mean, r.std, int(r.n_seeds), digits) for r in s.itertuples()]
+        cells = [fmt_ci(r.mean, r.ci_low, r.ci_high, digits) for r in s.itertuples()]
         if len(cells) > 1:
             cells = [f"{c} (x{int(n)})" for c, n in zip(cells, s["n_bags"])]
         out[f"{d} {m}" if len(directions) > 1 else m] = "; ".join(cells) or MISSING
@@ -193,13 +209,29 @@ def _seeds(rows: pd.DataFrame) -> str:
     return str(rows["seed"].nunique()) if len(rows) else "0"
 
 
+def _ci_over(summary: pd.DataFrame) -> str:
+    """What the intervals of one variant's cells resampled ('seeds x bags', ...), '' if none."""
+    over = list(dict.fromkeys(summary["ci_over"].dropna())) if len(summary) else []
+    return "; ".join(over)
+
+
+def _bags_for(bags: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The per-bag rows of the picked (origin, variant) run sets in ``rows``."""
+    if bags is None or not len(bags) or not len(rows):
+        return None
+    keys = rows[["origin", "variant"]].drop_duplicates()
+    return bags.merge(keys, on=["origin", "variant"], how="inner")
+
+
 # ---------------------------------------------------------------------------------- tables
 def table1(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str = "tfood",
            bag_sizes: Sequence[int] = (1000, 10000), names: Sequence[str] | None = None,
            paper_rows: Sequence[str] = TABLE1_PAPER_ROWS, prefer: str | None = None,
-           digits: int = 1) -> pd.DataFrame:
+           digits: int = 1, bags: pd.DataFrame | None = None) -> pd.DataFrame:
     """Main comparison. Per bag size: a block of the paper's rows, then a block of ours, each row
-    labelled in ``source``. Columns: bag, source, method, variant, seeds, <direction metric> x8, note."""
+    labelled in ``source``. Columns: bag, source, method, variant, seeds, <direction metric> x8, note.
+    Our cells: 'mean [95 % CI]' (``bags``: ``load_bags``; without them the intervals resample the
+    per-run means over seeds only; the note says what was resampled)."""
     reg = variants_mod.registry()
     unknown = set(paper_rows) - set(paper.loc[paper.table == 1, "method"])
     if unknown:
@@ -220,22 +252,27 @@ def table1(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str = "tfood",
         for name in names:
             sel, used, origin = picked[name]
             sel = sel[sel.bag_size == bag]
+            summary = summarise(sel, _bags_for(bags, sel))
             note = NO_RESULTS if not len(sel) else f"from {origin}" + (
                 f" (as {used})" if used != name else "")
+            if _ci_over(summary):
+                note += f"; CI: {_ci_over(summary)}"
             if reg.get(name) is not None and reg[name].paper.get("table1"):
                 note += f"; paper row: {reg[name].paper['table1']}"
             rows.append({"bag": bag_label(bag), "source": label,
                          "method": reg[name].display if name in reg else name, "variant": name,
-                         "seeds": _seeds(sel), **_cells(summarise(sel), bag, DIRECTIONS, digits),
+                         "seeds": _seeds(sel), **_cells(summary, bag, DIRECTIONS, digits),
                          "note": note})
     return pd.DataFrame(rows)
 
 
 def ablation_table(ours: pd.DataFrame, paper: pd.DataFrame, table: int, protocol: str = "tfood",
                    bag_sizes: Sequence[int] = (1000, 10000), direction: str = "img2rec",
-                   prefer: str | None = None, digits: int = 1) -> pd.DataFrame:
+                   prefer: str | None = None, digits: int = 1, bags: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
     """Tables 2/3: one row per paper row; column blocks (level 0): the paper's numbers (Recipe1M 10k),
-    ours per bag size, and which of our runs gave them. Table 3 is indexed by the mask ratio."""
+    ours per bag size ('mean [95 % CI]', ``table1``), and which of our runs gave them. Table 3 is
+    indexed by the mask ratio."""
     reg = variants_mod.registry()
     key = f"table{table}"
     methods = list(dict.fromkeys(paper.loc[paper.table == table, "method"]))
@@ -259,15 +296,21 @@ def ablation_table(ours: pd.DataFrame, paper: pd.DataFrame, table: int, protocol
         # the paper's tables 2/3 are 10k img2rec only; other directions have no paper numbers
         row.update({(plabel, m): v for m, v in
                     _paper_cells(val, table, method, 10000, [direction], digits).items()})
+        over = []
         for bag in bag_sizes:
             lbl = ours_label(used_rows, protocol, bag) + f" {direction}"
-            cells = _cells(summarise(sel[sel.bag_size == bag]), bag, [direction], digits)
+            at_bag = sel[sel.bag_size == bag]
+            summary = summarise(at_bag, _bags_for(bags, at_bag))
+            cells = _cells(summary, bag, [direction], digits)
             row.update({(lbl, m): v for m, v in cells.items()})
+            if _ci_over(summary):
+                over.append(f"{bag_label(bag)}: {_ci_over(summary)}")
         others = [c for c in cands if c != used] if used else []
         row[("our runs", "variant")] = used or (" / ".join(cands) if cands else "(not registered)")
         row[("our runs", "seeds")] = _seeds(sel)
         row[("our runs", "note")] = (NO_RESULTS if used is None else f"from {origin}") + (
-            f"; same config as {', '.join(others)}" if others else "")
+            f"; same config as {', '.join(others)}" if others else "") + (
+            f"; CI: {', '.join(over)}" if over else "")
         out[f"{ratios[method]:.2f}" if table == 3 and method in ratios else method] = row
     df = pd.DataFrame.from_dict(out, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
@@ -285,6 +328,66 @@ def table2(ours: pd.DataFrame, paper: pd.DataFrame, **kw) -> pd.DataFrame:
 def table3(ours: pd.DataFrame, paper: pd.DataFrame, **kw) -> pd.DataFrame:
     """Mask ratio 0.25 / 0.5 / 0.75 / 0.9, indexed by the ratio of the registered variant."""
     return ablation_table(ours, paper, 3, **kw)
+
+
+# ------------------------------------------------------------------- paired differences
+TABLE_COMPARISONS = {1: ("vs baseline",), 2: ("vs baseline", "Table 2 step"),
+                     3: ("Table 3 step", "vs baseline")}
+
+
+def differences(ours: pd.DataFrame, table: int, protocol: str = "tfood",
+                bag_sizes: Sequence[int] = (1000, 10000), prefer: str | None = None,
+                bags: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paired differences (``malm.results.compare``, ``COMPARISON_COLUMNS``) of Table ``table``'s
+    comparisons: Table 1: each variant vs Baseline; Table 2: each row vs the row above and vs
+    Baseline; Table 3: each mask ratio vs the ratio above and vs Baseline. Each variant's runs come
+    from one file (``pick``, ``prefer`` first, aliases as fallback), as in the tables; two runs of
+    one comparison are paired on the seeds both have and need the same bags (size and count)."""
+    reg = variants_mod.registry()
+    mine = ours[(ours["protocol"] == protocol) & ours["bag_size"].isin(list(bag_sizes))]
+    names = list(dict.fromkeys(table_variants(table) + ["baseline"]))
+    picked = [pick(mine, same_config(n, reg), prefer)[0] for n in names]
+    rows = pd.concat([p for p in picked if len(p)] + [mine.iloc[0:0]], ignore_index=True)
+    wanted = TABLE_COMPARISONS[table]
+    pairs = [(v, r, w) for v, r, w in results_mod.comparison_pairs(rows["variant"].unique())
+             if any(x in w for x in wanted)]
+    pairs.sort(key=lambda p: min(i for i, x in enumerate(wanted) if x in p[2]))
+    return results_mod.compare(rows, _bags_for(bags, rows), pairs)
+
+
+def differences_table(cmp: pd.DataFrame, protocol: str = "tfood",
+                      bag_sizes: Sequence[int] = (1000, 10000),
+                      directions: Sequence[str] = ("img2rec",), digits: int = 1) -> pd.DataFrame:
+    """Display table of ``differences``: one row per 'variant − reference'; a column block per bag
+    size x direction (label: ``ours (<dataset>, <protocol> <bag> x<n>) <direction>: Δ [95 % CI]``)
+    with medR, R@1, R@5, R@10 and P(better) of R@1; a last block 'paired on' (comparison, seeds,
+    what was resampled). A difference whose interval covers 0 reads '≈0 (...)'."""
+    if not len(cmp):
+        return pd.DataFrame()
+    out: dict[str, dict] = {}
+    for (v, r), g in cmp.groupby(["display", "reference_display"], sort=False):
+        row: dict = {}
+        over = []
+        for bag, d in itertools.product(bag_sizes, directions):
+            c = g[(g.bag_size == bag) & (g.direction == d)]
+            n_bags = "/".join(str(int(n)) for n in sorted(c.n_bags.unique())) or "?"
+            datasets = "/".join(sorted(c.dataset.unique())) or "?"
+            lbl = f"ours ({datasets}, {protocol} {bag_label(bag)} x{n_bags}) {d}: Δ [95 % CI]"
+            cells = {x.metric: fmt_diff(x.mean_diff, x.ci_low, x.ci_high, digits)
+                     for x in c.itertuples()}
+            row.update({(lbl, m): cells.get(m, MISSING) for m in METRICS})
+            r1 = c[c.metric == "R@1"]
+            row[(lbl, "P(better), R@1")] = (MISSING if r1.empty or pd.isna(r1.p_better.iloc[0])
+                                            else f"{r1.p_better.iloc[0]:.2f}")
+            if len(c):
+                over.append(f"{bag_label(bag)}: {c.n_seeds.iloc[0]} seeds, {c.resampling.iloc[0]}")
+        row[("paired on", "comparison")] = g["comparison"].iloc[0]
+        row[("paired on", "resampled")] = "; ".join(dict.fromkeys(over))
+        out[f"{v} − {r}"] = row
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    df.index.name = "variant − reference"
+    return df
 
 
 def coverage(ours: pd.DataFrame, names: Sequence[str], protocol: str, bag_sizes: Sequence[int],
@@ -443,30 +546,44 @@ def mask_ratios(names: Sequence[str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------- export
-def _flat(df: pd.DataFrame) -> pd.DataFrame:
-    if isinstance(df.columns, pd.MultiIndex):
-        df = df.copy()
-        df.columns = [": ".join(p for p in c if p) for c in df.columns]
-    return df
-
-
 def to_latex(df: pd.DataFrame, caption: str | None = None) -> str:
-    """LaTeX (booktabs) with special characters escaped and ± as $\\pm$."""
+    """LaTeX (booktabs) with special characters escaped, and the non-ASCII signs of the tables as
+    math: ± -> $\\pm$, ≈ -> $\\approx$, Δ -> $\\Delta$, − (minus) -> $-$; — -> --, … -> \\dots."""
     index = not isinstance(df.index, pd.RangeIndex)
     tex = df.to_latex(index=index, escape=True, caption=caption, multicolumn=True,
                       multicolumn_format="c")
-    return tex.replace("±", r"$\pm$").replace("—", "--")
+    for sign, latex in (("±", r"$\pm$"), ("≈", r"$\approx$"), ("Δ", r"$\Delta$"), ("−", "$-$"),
+                        ("—", "--"), ("…", r"\dots{}")):
+        tex = tex.replace(sign, latex)
+    return tex
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """Pipe table(s) with the numbers as printed. Two-level columns (source block, metric) become one
+    small table per block, headed by the block's label in bold, so each header is just the metric;
+    columns of an unnamed block go with the first block, the index is repeated in every block."""
+    index = not isinstance(df.index, pd.RangeIndex)
+    if not isinstance(df.columns, pd.MultiIndex):
+        return df.to_markdown(index=index, disable_numparse=True)
+    blocks = list(dict.fromkeys(c[0] for c in df.columns))
+    shared = [c for c in df.columns if not c[0]]
+    parts = []
+    for i, block in enumerate(b for b in blocks if b):
+        cols = (shared if i == 0 else []) + [c for c in df.columns if c[0] == block]
+        part = df[cols].copy()
+        part.columns = [c[1] for c in cols]
+        parts.append(f"**{block}**\n\n{part.to_markdown(index=index, disable_numparse=True)}")
+    return "\n\n".join(parts)
 
 
 def export(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, caption: str | None = None
            ) -> dict[str, Path]:
-    """``<out_dir>/<name>.md`` (caption + pipe table) and ``<name>.tex``; returns both paths."""
+    """``<out_dir>/<name>.md`` (caption + pipe table(s), ``to_markdown``) and ``<name>.tex``;
+    returns both paths."""
     from malm.config import atomic_write_text
 
     out = Path(out_dir)
-    index = not isinstance(df.index, pd.RangeIndex)
-    table = _flat(df).to_markdown(index=index, disable_numparse=True)  # numbers as printed
-    md = (f"{caption}\n\n" if caption else "") + table + "\n"
+    md = (f"{caption}\n\n" if caption else "") + to_markdown(df) + "\n"
     paths = {"md": out / f"{name}.md", "tex": out / f"{name}.tex"}
     atomic_write_text(paths["md"], md)
     atomic_write_text(paths["tex"], to_latex(df, caption))
@@ -475,8 +592,10 @@ def export(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, caption: str
 
 # --------------------------------------------------------------------------------- figures
 def figure_recall(ours: pd.DataFrame, names: Sequence[str], protocol: str, bag_size: int,
-                  path: str | os.PathLike, prefer: str | None = None) -> Path | None:
-    """R@K per variant (error bars = std over seeds); None when there is nothing to plot."""
+                  path: str | os.PathLike, prefer: str | None = None,
+                  bags: pd.DataFrame | None = None) -> Path | None:
+    """R@K per variant (bars = mean over seeds, error bars = 95 % bootstrap CI over seeds x bags);
+    None when there is nothing to plot."""
     from malm import plots
 
     d = dedupe(ours[ours.protocol == protocol], names, prefer)
@@ -484,12 +603,15 @@ def figure_recall(ours: pd.DataFrame, names: Sequence[str], protocol: str, bag_s
     if not len(d):
         return None
     order = list(dict.fromkeys(d["display"]))
-    return plots.save(plots.recall_bars(d, protocol, bag_size, order=order), path)
+    summary = summarise(d, _bags_for(bags, d))
+    return plots.save(plots.recall_bars(summary, protocol, bag_size, order=order), path)
 
 
 def figure_mask_ratio(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str, bag_size: int,
-                      path: str | os.PathLike, prefer: str | None = None) -> Path | None:
-    """img2rec R@1 vs mask ratio: ours (left axis) and the paper's (right axis, 10k)."""
+                      path: str | os.PathLike, prefer: str | None = None,
+                      bags: pd.DataFrame | None = None) -> Path | None:
+    """img2rec R@1 vs mask ratio: ours (left axis, error bars = 95 % CI) and the paper's (right
+    axis, 10k)."""
     from malm import plots
 
     # one run set per ratio: malm and its alias mask_0.75 must not both count at r = 0.75
@@ -499,7 +621,9 @@ def figure_mask_ratio(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str, ba
         return None
     p = paper_mask_ratios(paper)
     p = p[(p.metric == "R@1") & (p.direction == "img2rec")]
-    fig = plots.mask_ratio_curve(d, mask_ratios(list(d.variant.unique())), protocol, bag_size, p)
+    summary = summarise(d, _bags_for(bags, d))
+    fig = plots.mask_ratio_curve(summary, mask_ratios(list(d.variant.unique())), protocol,
+                                 bag_size, p)
     return plots.save(fig, path)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from malm import report
-from malm.results import paper_table
+from malm.results import paper_table, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"  # made-up numbers, see its README.md
@@ -56,17 +56,28 @@ def test_load_rejects_a_file_without_the_tidy_columns(tmp_path):
 # ------------------------------------------------------------------ mean ± std over seeds
 def test_table1_mean_std_over_seeds_by_hand(ours, paper):
     t1 = report.table1(ours, paper, protocol="tfood", bag_sizes=[1000, 10000])
-    # baseline img2rec 1k R@1: seeds 10.0, 12.0 -> mean 11.0, std (ddof 1) sqrt(2) = 1.41
+    # Cells: 'mean [95 % CI]'. The fixture has no per_bag.csv, so the interval resamples the two
+    # seeds' run means: resampled means min, mid, max with probability 1/4, 1/2, 1/4 -> [min, max].
+    # baseline img2rec 1k R@1: seeds 10.0, 12.0 -> mean 11.0, CI [10.0, 12.0]
     b = row(t1, "1k", "baseline")
-    assert b["img2rec R@1"] == "11.0 ± 1.4" and b["seeds"] == "2"
-    # rec2img = img2rec - 0.5; R@10 = 2.5 R@1 -> 27.5 ± 2.5 sqrt(2) = 3.54
-    assert b["rec2img R@1"] == "10.5 ± 1.4" and b["img2rec R@10"] == "27.5 ± 3.5"
-    # malm 10k: R@1 / 4 -> 3.75, 4.0 -> mean 3.875, std 0.177; medR 4 x 100/R1: 26.7, 25.0
+    assert b["img2rec R@1"] == "11.0 [10.0, 12.0]" and b["seeds"] == "2"
+    assert "CI: seeds (per-bag values missing)" in b["note"]
+    # rec2img = img2rec - 0.5; R@10 = 2.5 R@1 -> 25.0, 30.0
+    assert b["rec2img R@1"] == "10.5 [9.5, 11.5]" and b["img2rec R@10"] == "27.5 [25.0, 30.0]"
+    # malm 10k: R@1 / 4 -> 3.75, 4.0 -> mean 3.875; medR 4 x 100/R1: 26.8, 25.0
     m = row(t1, "10k", "malm")
-    assert m["img2rec R@1"] == "3.9 ± 0.2"
+    assert m["img2rec R@1"] == "3.9 [3.8, 4.0]"
     medr = [round(100 / 15, 1) * 4, round(100 / 16, 1) * 4]
-    assert m["img2rec medR"] == f"{sum(medr) / 2:.1f} ± {abs(medr[0] - medr[1]) / math.sqrt(2):.1f}"
-    # one seed: the value alone, never a made-up std
+    assert m["img2rec medR"] == f"{sum(medr) / 2:.1f} [{min(medr):.1f}, {max(medr):.1f}]"
+    # the spread over seeds is still summarise's std (ddof 1): sqrt(2) = 1.41 and 0.177
+    s = summarise(ours[ours.variant == "baseline"])
+    std = s[(s.protocol == "tfood") & (s.bag_size == 1000) & (s.direction == "img2rec")
+            ].set_index("metric")["std"]
+    assert std["R@1"] == pytest.approx(math.sqrt(2)) and std["R@10"] == pytest.approx(2.5 * math.sqrt(2))
+    s = summarise(ours[ours.variant == "malm"])
+    assert s[(s.bag_size == 10000) & (s.direction == "img2rec") & (s.metric == "R@1")]["std"].item() \
+        == pytest.approx(0.25 / math.sqrt(2))
+    # one seed (and no per-bag values): the value alone, never a made-up spread
     g = row(t1, "1k", "global_only")
     assert g["img2rec R@1"] == "11.0" and g["seeds"] == "1"
 
@@ -82,7 +93,7 @@ def test_table1_labels_sources_and_keeps_paper_numbers(ours, paper):
 
 def test_protocol_filter(ours, paper):
     t1 = report.table1(ours, paper, protocol="ht", bag_sizes=[1000])
-    assert row(t1, "1k", "baseline")["img2rec R@1"] == "12.0 ± 1.4"  # ht rows: R@K + 1
+    assert row(t1, "1k", "baseline")["img2rec R@1"] == "12.0 [11.0, 13.0]"  # ht rows: R@K + 1
     assert row(t1, "1k", "malm")["note"].startswith(report.NO_RESULTS)
 
 
@@ -114,6 +125,10 @@ def test_no_results_at_all(tmp_path, paper):
     assert report.figure_mask_ratio(empty, paper, "tfood", 1000, tmp_path / "m.png") is None
     assert report.figure_curves(report.load_curves([tmp_path / "c.csv"]), "train/loss",
                                 tmp_path / "c.png") is None
+    assert report.load_bags([tmp_path / "nothing.csv"]).empty
+    for table in (1, 2, 3):
+        assert report.differences(empty, table).empty
+    assert report.differences_table(report.differences(empty, 2)).empty
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -128,8 +143,9 @@ def test_alias_fills_the_row_and_one_file_per_row(ours, paper):
     both = pd.concat([ours, grid], ignore_index=True)
     t3 = report.table3(both, paper, bag_sizes=[1000], prefer="table3")
     cell = t3.loc["0.75", ("ours (fixture, tfood 1k x10) img2rec", "R@1")]
-    assert cell == "115.5 ± 0.7" and t3.loc["0.75", ("our runs", "note")].startswith("from table3")
-    assert row(report.table1(both, paper, bag_sizes=[1000]), "1k", "malm")["img2rec R@1"] == "15.5 ± 0.7"
+    assert cell == "115.5 [115.0, 116.0]" and t3.loc["0.75", ("our runs", "note")].startswith("from table3")
+    assert row(report.table1(both, paper, bag_sizes=[1000]), "1k", "malm")["img2rec R@1"] == \
+        "15.5 [15.0, 16.0]"
     assert set(report.dedupe(both, ["malm"], prefer="table3").origin) == {"table3"}
     # malm and its alias mask_0.75 both present: the mask-ratio figure takes one run set at 0.75
     alias = ours[ours.variant == "malm"].assign(variant="mask_0.75")
@@ -185,9 +201,15 @@ def test_paper_claims(paper):
 def test_export_markdown_and_latex(tmp_path, ours, paper):
     paths = report.export(report.table3(ours, paper), tmp_path, "table3", caption="T3 caption")
     md, tex = paths["md"].read_text(), paths["tex"].read_text()
-    assert md.startswith("T3 caption") and "ours (fixture, tfood 1k x10) img2rec: R@1" in md
+    # one small table per source block: the block's label once, then plain metric headers
+    assert md.startswith("T3 caption") and "**ours (fixture, tfood 1k x10) img2rec**" in md
+    assert "| mask ratio   | medR" in md and "img2rec: R@1" not in md
+    headers = [line for line in md.splitlines() if line.startswith("| mask ratio")]
+    assert len(headers) == 4  # paper, ours 1k, ours 10k, our runs
+    assert max(map(len, headers[:3])) < 100  # the number blocks fit a terminal
     assert "| 2.0 " in md  # the paper's numbers as printed (no 2.0 -> 2)
-    assert r"mask\_0.25" in tex and r"$\pm$" in tex and "±" not in tex and r"\caption{T3 caption}" in tex
+    assert r"mask\_0.25" in tex and "—" not in tex and r"\caption{T3 caption}" in tex
+    assert r"$\pm$" in report.to_latex(pd.DataFrame({"R@1": ["3.0 ± 1.4"]}))  # cells: 'mean [CI]' now
 
 
 # ------------------------------------------------------------------------------ notebook
@@ -227,9 +249,20 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
                                        "paper_claims") for ext in ("md", "tex")}
     expected |= {f"{kind}_tfood_{b}.png" for kind in ("recall_table1", "recall_table2", "mask_ratio")
                  for b in ("1k", "10k")}
-    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png"}
+    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png", "comparisons.csv"}
+    expected |= {f"table{t}_differences.{ext}" for t in (1, 2, 3) for ext in ("md", "tex")}
     assert {p.name for p in out.iterdir()} == expected
     assert "ours (fixture, tfood 10k x1)" in (out / "table1.md").read_text()
+    # paired differences: malm - no_distill is Table 2's last measured step; seeds 0/1 of R@1 1k
+    # differ by 15 - 13 = 2 and 16 - 14 = 2, so the interval is exactly [2, 2] (per-run means)
+    step = next(line for line in (out / "table2_differences.md").read_text().splitlines()
+                if line.startswith("| MALM − Without distillation"))  # the 1k block comes first
+    assert [c.strip() for c in step.split("|")[2:4]] == ["-0.9 [-1.0, -0.9]", "+2.0 [+2.0, +2.0]"]
+    cmp = pd.read_csv(out / "comparisons.csv")
+    assert set(cmp.table) == {1, 2, 3}
+    one_seed = cmp.variant == "global_only"  # one run: a difference, but no interval
+    assert cmp[one_seed].ci_low.isna().all() and cmp[~one_seed].ci_low.notna().all()
+    assert set(cmp[~one_seed].resampling) == {"seeds (per-bag values missing)", "seeds (1 bag)"}
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "no results yet for `llc`" in text and "3 inconsistencies" in text
