@@ -287,7 +287,8 @@ def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
                 raise ConfigError(f"config key '{path}' is a section; give a mapping, not {value!r}")
             changes[key] = merge(current, value, path + ".")
         else:
-            changes[key] = _coerce(value, current, path)
+            changes[key] = (_coerce_optional(value, str(known[key].type), path) if current is None
+                            else _coerce(value, current, path))
             choices = known[key].metadata.get("choices")
             if choices and changes[key] not in choices:
                 raise ConfigError(f"config key '{path}' must be one of {', '.join(choices)}; "
@@ -319,6 +320,23 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
     if isinstance(current, str) and not isinstance(value, str):
         return str(value)
+    return value
+
+
+def _coerce_optional(value: Any, annotation: str, path: str) -> Any:
+    """A field whose default is null: check ``value`` against its annotation (``float | None``,
+    ``int | None``, ``str | None``); YAML 1.1 reads "1e-2" as a string, so numbers are parsed."""
+    if value is None:
+        return None
+    kinds = {k.strip() for k in annotation.split("|")}
+    if "float" in kinds:
+        return _coerce(value, 0.0, path)
+    if "int" in kinds:
+        return _coerce(value, 0, path)
+    if "str" in kinds and not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # a partition or account named 123
+        raise ConfigError(f"config key '{path}' expects a string or null, got {value!r}")
     return value
 
 

@@ -427,3 +427,14 @@ def test_temperature_is_clamped_on_the_parameter_and_keeps_its_gradient():
     logs["gc_loss"].backward()
     # at the cap the gradient still flows (a clamp on exp(scale) in forward would zero it)
     assert model.matching.logit_scale_gc.grad is not None and model.matching.logit_scale_gc.grad != 0
+
+
+def test_null_default_fields_are_type_checked():
+    """Fields whose default is null still parse their type: YAML reads 1e-2 as a string."""
+    from malm import config as C
+
+    cfg = C.merge(C.Config(), C.parse_overrides(["train.lr_word_embedding=1e-2", "slurm.partition=123"]))
+    assert cfg.train.lr_word_embedding == 0.01 and cfg.slurm.partition == "123"
+    for bad in ("slurm.signal_delay_s=abc", "train.lr_word_embedding=fast", "model.image.pretrained=[1]"):
+        with pytest.raises(C.ConfigError, match=bad.split("=")[0]):
+            C.merge(C.Config(), C.parse_overrides([bad]))
