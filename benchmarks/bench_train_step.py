@@ -21,10 +21,12 @@ the largest transient of one of its steps, measured with the peak counter reset 
 its own steps, so interleaved runners do not count against each other.
 
 Targets (printed with PASS/FAIL):
+  baseline step time / plain ViT step time <= 2.0  (the recipe encoder's cost, benchmark issue)
   MALM images/s / plain ViT images/s >= 0.6
   MALM step time / baseline step time  <= 1.3
 
     python benchmarks/bench_train_step.py --config small --batch 16 --steps 3
+    python benchmarks/bench_train_step.py --config params.yaml --data data/cache --threads 2
     python benchmarks/bench_train_step.py --config paper --batch 128 --device cuda --bf16 \\
         --compile both --json train_step.json
 """
@@ -60,6 +62,7 @@ PAPER_YAML = REPO / "configs" / "paper.yaml"
 STEP_SECTIONS = ("model", "loss", "train")
 RUNNERS = ("baseline", "malm", "plain_vit")
 TARGETS = {
+    "baseline_over_vit_step_time": {"max": 2.0, "label": "baseline step / plain ViT step"},
     "malm_over_vit_images_per_s": {"min": 0.6, "label": "MALM img/s / plain ViT img/s"},
     "malm_over_baseline_step_time": {"max": 1.3, "label": "MALM step / baseline step"},
 }
@@ -87,8 +90,23 @@ def make_config(base: Config, variant: str) -> Config:
     return variants.resolve(variant, base)
 
 
+DATA_CACHE: str | None = None  # --data: take the recipes of real batches from a prepared cache
+
+
+def cache_batch(cfg: Config, B: int, seed: int) -> dict:
+    """Batch ``seed`` of B consecutive train pairs of the prepared cache ``DATA_CACHE`` (the
+    pipeline's own data loader path: RecipeImageDataset + collate)."""
+    from malm.data.dataset import RecipeImageDataset, collate
+
+    ds = RecipeImageDataset(DATA_CACHE, "train", train=True, image_size=cfg.model.image.img_size,
+                            seed=seed)
+    batch = collate([ds[i] for i in range(seed * B, (seed + 1) * B)])
+    return {k: batch[k] for k in ("image", "title", "ingrs", "instrs", "cls")}
+
+
 def make_batch(cfg: Config, B: int, device: torch.device, seed: int) -> dict:
-    """Synthetic Recipe1M-shaped batch: 3..20 ingredient / instruction lines of 3..15 tokens."""
+    """Synthetic Recipe1M-shaped batch: 3..20 ingredient / instruction lines of 3..15 tokens
+    (with ``--data``: images and recipes of the prepared cache instead)."""
     g = torch.Generator().manual_seed(seed)
     d, img = cfg.data, cfg.model.image
 
@@ -104,9 +122,12 @@ def make_batch(cfg: Config, B: int, device: torch.device, seed: int) -> dict:
     P = (img.img_size // img.patch_size) ** 2
     n_hidden = int(round(cfg.model.mask.ratio * P))
     mask = torch.rand(B, P, generator=g).argsort(1) < n_hidden
-    batch = {"image": torch.randn(B, 3, img.img_size, img.img_size, generator=g),
-             "title": title, "ingrs": lines(d.max_ingrs), "instrs": lines(d.max_instrs),
-             "cls": torch.randint(0, 20, (B,), generator=g), "mask": mask}
+    if DATA_CACHE:
+        batch = {**cache_batch(cfg, B, seed), "mask": mask}
+    else:
+        batch = {"image": torch.randn(B, 3, img.img_size, img.img_size, generator=g),
+                 "title": title, "ingrs": lines(d.max_ingrs), "instrs": lines(d.max_instrs),
+                 "cls": torch.randint(0, 20, (B,), generator=g), "mask": mask}
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -317,7 +338,9 @@ def ratios(rows: dict) -> dict:
     res: dict[str, Any] = {}
     m, v, b = get("malm", "images_per_s"), get("plain_vit", "images_per_s"), get("baseline", "images_per_s")
     ms, bs = get("malm", "step_ms_median"), get("baseline", "step_ms_median")
-    values = {"malm_over_vit_images_per_s": m / v if m and v else None,
+    vs = get("plain_vit", "step_ms_median")
+    values = {"baseline_over_vit_step_time": bs / vs if bs and vs else None,
+              "malm_over_vit_images_per_s": m / v if m and v else None,
               "malm_over_baseline_step_time": ms / bs if ms and bs else None}
     for key, value in values.items():
         t = TARGETS[key]
@@ -418,6 +441,11 @@ def make_parser() -> argparse.ArgumentParser:
                          "steady state.")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default).")
     ap.add_argument("--seed", type=int, default=0, help="Seed of model init, batches and hard negatives.")
+    ap.add_argument("--data", metavar="CACHE_DIR", default=None,
+                    help="Time on batches of a prepared cache (e.g. data/cache: the embedded default's "
+                         "recipes, about 6.5 lines each) instead of the Recipe1M-shaped random batch "
+                         "(3-20 lines of 3-15 tokens). The cache's vocabulary must fit in the bench's "
+                         f"{VOCAB} word ids.")
     ap.add_argument("--json", metavar="OUT", default=None,
                     help="Also write every figure (per phase and runner: ms/step, img/s, CPU time, peak "
                          "memory, params; the ratios with targets; config and environment) to this JSON "
@@ -429,6 +457,8 @@ def main(argv=None) -> int:
     global COMPILE_BACKEND
     args = make_parser().parse_args(argv)
     COMPILE_BACKEND = args.compile_backend
+    global DATA_CACHE
+    DATA_CACHE = args.data
     if args.recompile_limit > 0:
         import torch._dynamo.config as dynamo_config
 

@@ -197,7 +197,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     if order is None and args.config:
         order = (C.load_yaml(args.config[-1]).get("pipeline") or {}).get("variants")
     written = build_tables(args.results, args.out, args.figures, args.metrics, runs_dir=args.runs,
-                           dataset=args.dataset, order=order)
+                           dataset=args.dataset, order=order, grounding_dir=args.grounding)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0
@@ -376,6 +376,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="params.yaml: variant order from pipeline.variants (unless --order).")
     p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
     p.add_argument("--order", nargs="*", default=None, help="Variant order in tables and figures.")
+    p.add_argument("--grounding", default=None, metavar="DIR",
+                   help="Folder of <variant>/seed<k>/grounding.json (`malm grounding`): adds "
+                        "grounding.csv, a grounding table in tables.md and figures/grounding.png.")
     p.set_defaults(func=cmd_tables)
 
     # grid

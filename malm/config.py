@@ -96,6 +96,10 @@ class RecipeEncoderConfig:
     heads: int = _f(2, "Attention heads (paper: 4).")
     decoder_layers: int = _f(1, "Cross-component decoder layers (paper: 2).")
     dropout: float = _f(0.1, "Dropout inside the recipe transformers.")
+    length_buckets: int = _f(
+        4, "Run the word-level transformer on lines grouped by length into this many buckets, each "
+        "trimmed to its longest line, so it does not attend over padding (exact: outputs are "
+        "unchanged; 1 = one batch padded to the longest line).")
 
 
 @dataclass
@@ -218,8 +222,10 @@ class PretrainConfig:
                             "wider world than the benchmark's, as CLIP's web data is for Recipe1M).")
     caption_keep: float = _f(0.6, "Fraction of a recipe's ingredient lines its caption names (drawn "
                              "per sample and epoch; the title is always in), like partial web alt-text.")
-    minutes: float = _f(9.0, "Training time budget in minutes (stops after the epoch that crosses it).")
-    max_epochs: int = _f(100, "Epoch cap.")
+    epochs: int = _f(8, "Training epochs over the corpus (a fixed count, so `dvc repro -f pretrain` "
+                     "rebuilds the same weights' quality on any machine).")
+    minutes: float | None = _f(None, "Optional wall-time cap in minutes: stop after the epoch that "
+                               "crosses it (null = run all epochs).")
     batch_size: int = _f(64, "Batch size.")
     lr: float = _f(1e-3, "Adam learning rate.")
     embed_dim: int = _f(128, "Width of the shared image-caption space (thrown away after).")

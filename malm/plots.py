@@ -107,6 +107,33 @@ def training_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1"):
     return fig
 
 
+def grounding_points(df: pd.DataFrame, order: list[str] | None = None):
+    """Pointing accuracy per variant (``results.collect_grounding``): one point per seed with its
+    95 % interval (bootstrap over test pairs), and the chance rate as a grey bar behind them."""
+    names = [d for d in (order or []) if d in set(df["display"])] or list(dict.fromkeys(df["display"]))
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
+    seeds = sorted(df["seed"].unique())
+    for x, name in enumerate(names):
+        d = df[df["display"] == name]
+        ax.bar(x, d["chance"].mean(), width=0.7, color="0.85", zorder=0,
+               label="chance (box share of patches)" if x == 0 else None)
+        for r in d.itertuples():
+            off = (seeds.index(r.seed) - (len(seeds) - 1) / 2) * 0.15
+            ax.errorbar(x + off, r.accuracy, yerr=[[r.accuracy - r.ci_low], [r.ci_high - r.accuracy]],
+                        fmt="o", color=sns.color_palette()[seeds.index(r.seed) % 10], capsize=3,
+                        label=f"seed {r.seed}" if x == 0 or name == names[0] else None)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="upper left")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("pointing accuracy")
+    ax.set_ylim(0, max(0.05, float(df["ci_high"].max()) * 1.25))
+    ax.set_title(f"Does psi point at the named ingredient? ({df['split'].iloc[0]} split, "
+                 f"{int(df['n_pairs'].max())} pairs; error bars = 95 % CI over pairs)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

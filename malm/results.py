@@ -378,6 +378,55 @@ def bag_n_bags(summary: pd.DataFrame, protocol: str, bag_size: int) -> str:
     return "/".join(str(int(n)) for n in sorted(s["n_bags"].unique()))
 
 
+# ------------------------------------------------------------------------------------ grounding
+GROUNDING_FILE = "grounding.json"
+
+
+def collect_grounding(grounding_dir: str | os.PathLike) -> pd.DataFrame:
+    """<grounding_dir>/<variant>/seed<k>/grounding.json (``malm grounding``) -> one row per run:
+    variant, display, seed, split, rule, n_pairs, n_targets, accuracy, chance, lift, mass_in_box,
+    ci_low/ci_high (95 % bootstrap over the run's test pairs). Variants without a matching module
+    (their JSON says has_matching: false) have no row."""
+    rows = []
+    for path in sorted(Path(grounding_dir).glob(f"*/seed*/{GROUNDING_FILE}")):
+        try:
+            r = json.loads(path.read_text())
+            if not r.get("has_matching"):
+                continue
+            lo, hi = r["accuracy_ci95"]
+            rows.append({"variant": path.parent.parent.name, "display": _display(path.parent.parent.name),
+                         "seed": int(path.parent.name.removeprefix("seed")), "split": r["split"],
+                         "rule": r["rule"], "n_pairs": r["n_pairs"], "n_targets": r["n_targets"],
+                         "accuracy": r["accuracy"], "chance": r["chance"], "lift": r["lift"],
+                         "mass_in_box": r["mass_in_box"], "ci_low": lo, "ci_high": hi})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a `malm grounding` result ({exc!r})") from exc
+    return pd.DataFrame(rows)
+
+
+def grounding_summary(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per variant over seeds: pointing accuracy mean ± std, the chance rate, the lift, and in how
+    many seeds the run's own 95 % interval lies above chance."""
+    if not len(df):
+        return pd.DataFrame()
+    g = df.groupby("display", sort=False)
+    out = pd.DataFrame({
+        "seeds": g["seed"].nunique(),
+        "pointing accuracy": g["accuracy"].agg(
+            lambda a: f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) >= 2 else f"{a.mean():.3f} (1 seed)"),
+        "chance": g["chance"].mean().round(3),
+        "lift (x chance)": g["lift"].mean().round(2),
+        "seeds with CI above chance": g.apply(lambda d: f"{int((d['ci_low'] > d['chance']).sum())}/{len(d)}",
+                                              include_groups=False),
+        "pairs / ingredients per run": g.apply(lambda d: f"{int(d['n_pairs'].mean())} / {int(d['n_targets'].mean())}",
+                                               include_groups=False),
+    })
+    if order:
+        out = out.reindex([d for d in order if d in out.index])
+    out.index.name = "variant"
+    return out
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     df.to_csv(tmp, index=False)
@@ -387,7 +436,8 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  figures_dir: str | os.PathLike, metrics_path: str | os.PathLike,
                  runs_dir: str | os.PathLike | None = None, dataset: str = "synthetic",
-                 order: list[str] | None = None) -> dict[str, Path]:
+                 order: list[str] | None = None,
+                 grounding_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """results/<variant>/seed<k>/*.json -> in out_dir: tidy ``results.csv`` + parquet, ``per_bag.csv``
     (every bag's value), ``summary.csv`` (mean ± std over seeds, 95 % CI), ``comparisons.csv``
     (paired differences, ``compare``) and ``tables.md``; figures (figures_dir) and a small metrics
@@ -446,6 +496,22 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         written[f"fig_{protocol}_{bag}"] = plots.save(
             plots.recall_bars(summary, protocol, int(bag), order=displays),
             figs / f"recall_{protocol}_{bag_label(int(bag))}.png")
+    if grounding_dir is not None:
+        gdf = collect_grounding(grounding_dir)
+        if len(gdf):
+            _write_csv(gdf, out / "grounding.csv")
+            written["grounding"] = out / "grounding.csv"
+            gsum = grounding_summary(gdf, order=displays)
+            md.append("\n## Grounding: pointing game on the synthetic boxes (`malm grounding`)\n\n"
+                      f"Test split, first {int(gdf['n_pairs'].max())} pairs, {gdf['rule'].iloc[0]} rule: for "
+                      "each visible ingredient named on a recipe line, the patch whose psi "
+                      "cross-attention puts most weight on that line's token is a hit when it lies in "
+                      "the ingredient's box. Chance = the box's share of the patches. Mean ± std over "
+                      "seeds; per-run 95 % intervals (bootstrap over pairs) in `grounding.csv`. "
+                      "Variants without a matching module have no score.\n\n"
+                      f"{gsum.to_markdown()}\n")
+            written["fig_grounding"] = plots.save(plots.grounding_points(gdf, order=displays),
+                                                  figs / "grounding.png")
     atomic_write_text(out / "tables.md", "".join(md))
     written["markdown"] = out / "tables.md"
 

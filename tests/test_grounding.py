@@ -179,3 +179,34 @@ def test_smoke_run_end_to_end(tmp_path, tiny_data):
                  "--quiet"]) == 0
     res = json.loads(out.read_text())
     assert res["has_matching"] is False and "no two-level matching module" in res["reason"]
+
+
+def test_grounding_results_are_collected_per_variant_and_seed(tmp_path):
+    """`malm tables --grounding`: runs with a matching module become rows, the baseline's note is
+    skipped, and the summary counts the seeds whose interval lies above chance."""
+    import json
+
+    from malm import plots, results
+
+    def write(variant, seed, **res):
+        d = tmp_path / variant / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "grounding.json").write_text(json.dumps(res))
+
+    write("baseline", 0, has_matching=False, reason="no matching module")
+    for seed, (acc, lo) in enumerate([(0.30, 0.25), (0.20, 0.09)]):
+        write("malm", seed, has_matching=True, split="test", rule="centre", n_pairs=100,
+              n_targets=300, accuracy=acc, chance=0.1, lift=acc / 0.1, mass_in_box=0.2,
+              accuracy_ci95=[lo, acc + 0.05])
+    df = results.collect_grounding(tmp_path)
+    assert sorted(df["variant"]) == ["malm", "malm"] and sorted(df["seed"]) == [0, 1]
+    summary = results.grounding_summary(df)
+    row = summary.loc["MALM"]
+    assert row["pointing accuracy"] == "0.250 ± 0.071"
+    assert row["seeds with CI above chance"] == "1/2"  # seed 1's interval starts below 0.1
+    assert row["chance"] == 0.1 and row["lift (x chance)"] == 2.5
+    assert plots.save(plots.grounding_points(df), tmp_path / "g.png").stat().st_size > 0
+    (tmp_path / "bad" / "seed0").mkdir(parents=True)
+    (tmp_path / "bad" / "seed0" / "grounding.json").write_text('{"has_matching": true}')
+    with pytest.raises(ValueError, match="bad/seed0/grounding.json"):
+        results.collect_grounding(tmp_path)

@@ -367,6 +367,38 @@ def test_recipe_packing_is_exact():
         assert torch.allclose(ta.sort(0).values, tb.sort(0).values, atol=1e-5)
 
 
+def test_length_buckets_are_exact_and_reach_every_parameter():
+    """Grouping lines by length (model.recipe.length_buckets) changes the work, not the output."""
+    import copy
+
+    from malm.models.recipe import RecipeEncoder
+
+    cfg = variant_config({})
+    cfg_one = copy.deepcopy(cfg.model.recipe)
+    cfg_one.length_buckets = 1
+    g = torch.Generator().manual_seed(0)
+    B, N, L = 6, 7, 12
+    lengths = torch.randint(0, L + 1, (B, N, 1), generator=g)  # 0 = absent line
+    ingrs = torch.randint(3, VOCAB, (B, N, L), generator=g) * (torch.arange(L) < lengths)
+    instrs = torch.randint(3, VOCAB, (B, N, L), generator=g) * (torch.arange(L) < lengths.flip(0))
+    title = torch.randint(3, VOCAB, (B, 5), generator=g)
+    for k in (2, 3, 50):
+        cfg_k = copy.deepcopy(cfg.model.recipe)
+        cfg_k.length_buckets = k
+        enc = RecipeEncoder(cfg_k, VOCAB).eval()
+        ref = RecipeEncoder(cfg_one, VOCAB).eval()
+        ref.load_state_dict(enc.state_dict())
+        a, b = enc(title, ingrs, instrs), ref(title, ingrs, instrs)
+        assert torch.allclose(a["pooled"], b["pooled"], atol=1e-5), k
+        assert torch.equal(a["pad"], b["pad"])
+        assert torch.allclose(a["tokens"], b["tokens"], atol=1e-5)
+        a["pooled"].sum().backward()
+        b["pooled"].sum().backward()
+        for (name, p), q in zip(enc.named_parameters(), ref.parameters()):
+            if q.grad is not None:
+                assert torch.allclose(p.grad, q.grad, atol=1e-4), (k, name)
+
+
 def test_robust_to_all_pad_fields():
     cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)

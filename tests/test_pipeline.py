@@ -39,6 +39,9 @@ def repo(tmp_path_factory) -> Path:
     params = yaml.safe_load((dst / "params.yaml").read_text())
     smoke = yaml.safe_load(SMOKE.read_text())
     smoke["data"].update(root="data/synth", cache_dir="data/cache")
+    smoke["pretrain"].update(root="data/pretrain/synth", cache_dir="data/pretrain/cache",
+                             out="data/pretrain/image_encoder.pt")
+    smoke["model"]["image"]["pretrained"] = "data/pretrain/image_encoder.pt"  # the stage's output
     for section, values in smoke.items():
         params[section] = {**params.get(section, {}), **values}
     params["pipeline"] = {"variants": ["baseline", "malm"], "seeds": [0]}
@@ -58,13 +61,24 @@ def ran_stages(out: str) -> set[str]:
 
 def test_dvc_repro_smoke(repo):
     p = sh([DVC, "repro"], repo)
-    assert ran_stages(p.stdout) >= {"prepare", "train@baseline-0", "train@malm-0", "tables", "report"}
+    assert ran_stages(p.stdout) >= {"prepare", "pretrain", "grounding@malm-0", "train@baseline-0", "train@malm-0", "tables", "report"}
     assert (repo / "results/tables/tables.md").read_text().count("± ") > 0
     assert (repo / "results/summary.json").exists()
     assert list((repo / "results/figures").glob("recall_*.png"))
     assert (repo / "results/paper_tables/table2.md").exists()
     assert (repo / "results/report/paper_tables.ipynb").exists()
     assert (repo / "runs/malm/seed0/config.yaml").exists()
+    assert (repo / "results/tables/grounding.csv").exists()
+    assert (repo / "results/figures/grounding.png").exists()
+    assert "Grounding" in (repo / "results/tables/tables.md").read_text()
+    base_g = (repo / "results/grounding/baseline/seed0/grounding.json").read_text()
+    assert '"has_matching": false' in base_g
+    run_cfg = yaml.safe_load((repo / "runs/malm/seed0/config.yaml").read_text())
+    assert run_cfg["model"]["image"]["pretrained"] == "data/pretrain/image_encoder.pt"
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["epochs"] == 2  # provenance
+    assert any(o["path"] == "data/pretrain/image_encoder.pt" for o in lock["pretrain"]["outs"])
+    assert any(d["path"] == "data/pretrain/image_encoder.pt" for d in lock["train@malm-0"]["deps"])
     metrics = sh([DVC, "metrics", "show", "--json"], repo).stdout
     assert "tfood_1k" not in metrics or "img2rec" in metrics
 
@@ -76,5 +90,5 @@ def test_dvc_repro_smoke(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = sh([DVC, "repro"], repo)
     ran = ran_stages(p.stdout)
-    assert {"train@malm-0", "embed@malm-0", "evaluate@malm-0", "tables"} <= ran, ran
-    assert not any("baseline" in s for s in ran) and "prepare" not in ran, ran
+    assert {"train@malm-0", "embed@malm-0", "evaluate@malm-0", "grounding@malm-0", "tables"} <= ran, ran
+    assert not any("baseline" in s for s in ran) and not {"prepare", "pretrain"} & ran, ran

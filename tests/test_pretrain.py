@@ -19,7 +19,7 @@ from malm.train.pretrain import CaptionTower, clip_loss, corpus_configs, pretrai
 def _cfg(tmp_path, **extra) -> C.Config:
     over = {"pretrain": {"root": str(tmp_path / "synth"), "cache_dir": str(tmp_path / "cache"),
                          "out": str(tmp_path / "w" / "vit.pt"), "n_train": 320, "n_val": 100,
-                         "n_ingredients": 24, "max_epochs": 16, "minutes": 30.0, "batch_size": 32,
+                         "n_ingredients": 24, "epochs": 16, "batch_size": 32,
                          "lr": 3e-3,
                          **extra},
             "train": {"threads": 1}}

@@ -154,7 +154,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
 
     curve: list[dict[str, float]] = []
     start, samples, steps = time.perf_counter(), 0, 0
-    for epoch in range(p.max_epochs):
+    for epoch in range(p.epochs):
         train_ds.set_epoch(epoch)
         losses = []
         for batch in tqdm(train_loader, desc=f"pretrain epoch {epoch + 1}", disable=not progress,
@@ -177,7 +177,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
                **validate(image_tower, caption_tower, val_loader)}
         curve.append(row)
         log.info("pretrain epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
-        if minutes >= p.minutes:
+        if p.minutes is not None and minutes >= p.minutes:
             break
 
     out = Path(p.out)
