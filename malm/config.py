@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,10 +22,13 @@ import yaml
 from malm.data.synth import SynthConfig  # the `synth` section lives beside its generator
 
 
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002 - mirrors argparse
+def _f(default: Any, help: str, choices: tuple | None = None,  # noqa: A002 - mirrors argparse
+       items: str | None = None) -> Any:
     """A dataclass field with a help string (mutable defaults are copied per instance); ``choices``
-    restricts a string field to those values (checked when a config is merged)."""
-    meta = {"help": help, **({"choices": tuple(choices)} if choices else {})}
+    restricts a string field (or a list field's items) to those values, ``items`` types a list's
+    items or a dict's values: "int", "str" or "int_pair" (checked when a config is merged)."""
+    meta = {"help": help, **({"choices": tuple(choices)} if choices else {}),
+            **({"items": items} if items else {})}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -46,8 +48,8 @@ class DataConfig:
     max_instrs: int = _f(20, "Keep at most this many instruction lines (H-T: 20).")
     max_tokens: int = _f(15, "Keep at most this many tokens per line and in the title (H-T: 15).")
     class_file: str | None = _f(None, "Optional semantic-class file: JSON {recipe_id: class name}, CSV "
-                                "id,class, or im2recipe's classes1M.pkl (a pickle: only load one you "
-                                "trust). Without it classes are derived from titles (see num_classes).")
+                                "id,class, or im2recipe's classes1M.pkl (read by a restricted unpickler: "
+                                "plain data only, a pickle that references code is refused). Without it classes are derived from titles (see num_classes).")
     num_classes: int = _f(1047, "Classes derived from titles: the K most frequent title words of paired "
                           "training recipes (classes1M has 1047); a recipe's class is the last class "
                           "word before 'with/in/on/...' in its title, else 0 = background.")
@@ -61,7 +63,8 @@ class DataConfig:
     cache_image_size: int = _f(72, "Side of the pre-resized image cache (paper: 256 as H-T's "
                                "resize before the 224 random crop).")
     num_workers: int = _f(0, "DataLoader worker processes (GPU runs: 8-16).")
-    max_pairs: dict = _f({}, "Optional cap on pairs per split, e.g. {train: 5000} (debug runs).")
+    max_pairs: dict = _f({}, "Optional cap on pairs per split, e.g. {train: 5000} (debug runs).",
+                         choices=("train", "val", "test"), items="int")
     batch_sampler: str = _f("random", "How training batches are drawn: random (shuffled pairs) or "
                             "triplet_classif (T-Food's class-balanced sampler: part of every batch comes "
                             "from non-background classes, `sampler_same_class` items per class, so the "
@@ -197,8 +200,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     protocols: list = _f(["tfood"], "Bag protocols: tfood (consecutive bags) and/or ht (H-T's "
-                         "random subsets of the id-sorted set).")
-    bags: list = _f([[1000, 10], [10000, 5]], "List of [bag_size, n_bags].")
+                         "random subsets of the id-sorted set).", choices=("tfood", "ht"), items="str")
+    bags: list = _f([[1000, 10], [10000, 5]], "List of [bag_size, n_bags].", items="int_pair")
     seed: int = _f(1234, "Seed of the ht protocol's random subsets (H-T: 1234).")
     clamp_bags: bool = _f(True, "tfood: when the split holds fewer than bag_size x n_bags pairs, use as "
                           "many whole consecutive bags as it holds (the result records n_bags) instead "
@@ -296,7 +299,9 @@ def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
             changes[key] = (_coerce_optional(value, str(known[key].type), path) if current is None
                             else _coerce(value, current, path))
             choices = known[key].metadata.get("choices")
-            if choices and changes[key] not in choices:
+            if isinstance(current, (list, dict)):
+                changes[key] = _check_items(changes[key], known[key].metadata.get("items"), choices, path)
+            elif choices and changes[key] not in choices:
                 raise ConfigError(f"config key '{path}' must be one of {', '.join(choices)}; "
                                   f"got {changes[key]!r}")
     return dataclasses.replace(cfg, **changes)
@@ -326,7 +331,41 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
         raise ConfigError(f"config key '{path}' expects a number, got {value!r}")
     if isinstance(current, str) and not isinstance(value, str):
         return str(value)
-    return value
+    if isinstance(current, list) and not isinstance(value, list):
+        raise ConfigError(f"config key '{path}' expects a list, got {value!r}")
+    if isinstance(current, dict) and not isinstance(value, Mapping):
+        raise ConfigError(f"config key '{path}' expects a mapping, got {value!r}")
+    return dict(value) if isinstance(current, dict) else value
+
+
+def _check_items(value: list | dict, items: str | None, choices: tuple | None, path: str) -> Any:
+    """A list field's items / a dict field's values against ``items``; ``choices`` bounds list items
+    or dict keys. Returns the value with numbers normalised."""
+    def one(v: Any, where: str) -> Any:
+        if items == "int":
+            return _coerce(v, 0, where)
+        if items == "str":
+            if not isinstance(v, str):
+                raise ConfigError(f"config key '{where}' expects a string, got {v!r}")
+            return v
+        if items == "int_pair":
+            if not (isinstance(v, (list, tuple)) and len(v) == 2):
+                raise ConfigError(f"config key '{where}' expects a pair [int, int], got {v!r}")
+            return [_coerce(x, 0, where) for x in v]
+        return v
+
+    if isinstance(value, dict):
+        if choices:
+            bad = [k for k in value if k not in choices]
+            if bad:
+                raise ConfigError(f"config key '{path}' has unknown keys {bad}; known: {', '.join(choices)}")
+        return {k: one(v, f"{path}.{k}") for k, v in value.items()}
+    out = [one(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if choices:
+        bad = [v for v in out if v not in choices]
+        if bad:
+            raise ConfigError(f"config key '{path}' must hold items of {', '.join(choices)}; got {bad}")
+    return out
 
 
 def _coerce_optional(value: Any, annotation: str, path: str) -> Any:
@@ -404,21 +443,5 @@ def load(path: str | os.PathLike) -> Config:
     return from_dict(load_yaml(path))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+# The one atomic-write helper lives in malm.io; these names stay importable from here.
+from malm.io import atomic_write_json, atomic_write_text  # noqa: E402,F401

@@ -428,9 +428,10 @@ def grounding_summary(df: pd.DataFrame, order: Sequence[str] | None = None) -> p
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    from malm.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -454,9 +455,10 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     bags = collect_bags(files, dataset)
     written = {}
     _write_csv(df, out / "results.csv")
-    tmp = out / ".results.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "results.parquet")
+    from malm.io import atomic_path
+
+    with atomic_path(out / "results.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
     _write_csv(bags, out / BAGS_FILE)
     summary = summarise(df, bags)
     _write_csv(summary, out / "summary.csv")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -214,6 +215,31 @@ def test_class_file(tree: Path, tmp_path: Path) -> None:
     j = tmp_path / "classes.json"
     j.write_text(json.dumps({f"{1:010x}": "pie"}))
     assert classes_from_file(j, [f"{1:010x}"])[0] == ["background", "pie"]
+
+
+def test_classes1m_pickle_is_read_as_plain_data_only(tmp_path: Path) -> None:
+    """im2recipe's classes1M.pkl (two pickles, protocol 2 as Python 2 wrote it) loads; a pickle
+    that references a callable (how a pickle runs code) is refused, naming the file."""
+    from malm.data.text import read_class_file
+
+    good = tmp_path / "classes1M.pkl"
+    with open(good, "wb") as fh:
+        pickle.dump({f"{1:010x}": 1, f"{2:010x}": 0}, fh, protocol=2)
+        pickle.dump(["background", "pie"], fh, protocol=2)
+    mapping, names = read_class_file(good)
+    assert mapping == {f"{1:010x}": 1, f"{2:010x}": 0} and names == ["background", "pie"]
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "evil.pkl"
+    with open(bad, "wb") as fh:
+        pickle.dump({"a": Evil()}, fh)
+        pickle.dump([], fh)
+    with pytest.raises(ValueError, match="evil.pkl.*refusing to load"):
+        read_class_file(bad)
+    assert not (tmp_path / "pwned").exists()
 
 
 # ------------------------------------------------------------------------------------ dataset

@@ -470,3 +470,17 @@ def test_null_default_fields_are_type_checked():
     for bad in ("slurm.signal_delay_s=abc", "train.lr_word_embedding=fast", "model.image.pretrained=[1]"):
         with pytest.raises(C.ConfigError, match=bad.split("=")[0]):
             C.merge(C.Config(), C.parse_overrides([bad]))
+
+
+def test_list_and_dict_fields_are_type_checked():
+    """eval.bags=5 or data.max_pairs=[1,2] used to pass the merge and fail deep inside a stage."""
+    from malm import config as C
+
+    cfg = C.merge(C.Config(), C.parse_overrides(
+        ["eval.bags=[[100,2],[50,1.0]]", "eval.protocols=[ht,tfood]", "data.max_pairs={train: 64}"]))
+    assert cfg.eval.bags == [[100, 2], [50, 1]] and cfg.data.max_pairs == {"train": 64}
+    for bad in ("eval.bags=5", "eval.bags=[[100]]", "eval.bags=[[100,x]]", "eval.protocols=tfood",
+                "eval.protocols=[tfod]", "data.max_pairs=[1,2]", "data.max_pairs={trian: 5}",
+                "data.max_pairs={train: many}"):
+        with pytest.raises(C.ConfigError, match=bad.split("=")[0]):
+            C.merge(C.Config(), C.parse_overrides([bad]))

@@ -90,6 +90,31 @@ def test_finished_run_is_left_alone_and_config_change_is_refused(tmp_path, tiny_
     assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime  # nothing lost
 
 
+def test_rebuilt_pretrained_weights_are_a_different_run(tmp_path, tiny_data):
+    """`dvc repro` after the pretrain stage changed: same config, new weights file. The finished
+    run must not be taken as done: refused, or restarted with --restart-on-config-change."""
+    from malm import config as C
+    from malm.models.image import create_vit
+
+    cfg = C.merge(C.Config(), C.load_yaml(SMOKE))
+    weights = tmp_path / "vit.pt"
+    torch.manual_seed(0)
+    torch.save(create_vit(cfg.model.image).state_dict(), weights)
+    run_dir = tmp_path / "run"
+    args = train_args(run_dir, tiny_data, variant="baseline",
+                      **{"train.epochs": 1, "model.image.pretrained": str(weights)})
+    assert run(args).returncode == 0
+    mtime = (run_dir / "checkpoint.pt").stat().st_mtime_ns
+    assert run(args).returncode == 0 and (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime
+    torch.manual_seed(1)
+    torch.save(create_vit(cfg.model.image).state_dict(), weights)  # the stage rebuilt them
+    p = run(args)
+    assert p.returncode == 2 and "model.image.pretrained" in p.stderr
+    assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime  # nothing lost
+    assert run(args + ["--restart-on-config-change"]).returncode == 0
+    assert (run_dir / "checkpoint.pt").stat().st_mtime_ns != mtime
+
+
 def _epochs_done(run_dir: Path) -> int:
     try:
         return len(json.loads((run_dir / "history.json").read_text()))

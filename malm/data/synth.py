@@ -262,11 +262,9 @@ def _render_all(plans: list[RecipePlan], cfg: SynthConfig, pool, progress: bool)
 # ------------------------------------------------------------------------------------- writing
 def _write_json(path: Path, obj) -> int:
     """Write via a temporary file and rename, so a reader never sees half a file."""
-    data = json.dumps(obj).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return len(data)
+    from malm.io import atomic_write_bytes
+
+    return atomic_write_bytes(path, json.dumps(obj).encode())
 
 
 def _records(plans: list[RecipePlan], truth: dict, vocab: Vocabulary, cfg: SynthConfig) -> dict[str, object]:

@@ -8,8 +8,8 @@ Ids: ``[PAD]=0, [UNK]=1, [MASK]=2, [CLS]=3``, then words by decreasing count.
 Semantic classes (T-Food's semantic triplet terms; class 0 = background, ignored there):
 
 * from a class file (``DataConfig.class_file``): JSON ``{recipe_id: name}``, CSV ``id,class`` (a
-  header row is allowed) or im2recipe's ``classes1M.pkl`` (two pickles: ``{id: int}``, ``[name]``;
-  only load a pickle you trust). Names are ranked by how many paired training recipes carry them
+  header row is allowed) or im2recipe's ``classes1M.pkl`` (two pickles: ``{id: int}``, ``[name]``),
+  read with a restricted unpickler that only builds plain containers, strings and numbers. Names are ranked by how many paired training recipes carry them
   (ties by name); ``classes1M.pkl`` keeps its own integer ids.
 * derived from titles (:func:`derive_classes`, :func:`assign_classes`): the class vocabulary is the
   ``num_classes`` most frequent title words of the paired training recipes (document frequency,
@@ -220,15 +220,33 @@ def assign_classes(tok: Tokenizer, titles: Iterable[str], class_names: Sequence[
     return np.asarray([class_of_title(title_words(tok, t), ids) for t in titles], dtype=np.int64)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: any global (a class or function reference, the way a pickle runs
+    code) other than a few harmless containers is refused."""
+
+    ALLOWED = {("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "int",
+                                         "float", "bytes")} | \
+              {("__builtin__", n) for n in ("set", "frozenset", "unicode", "long")} | \
+              {("collections", "OrderedDict"), ("collections", "defaultdict")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a class file holds plain data")
+
+
 def read_class_file(path: str | os.PathLike) -> tuple[dict[str, str | int], list[str] | None]:
     """``({recipe id: class name}, None)`` for JSON/CSV, ``({id: int}, names)`` for classes1M.pkl."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: class file not found")
     if path.suffix == ".pkl":
-        with open(path, "rb") as fh:
-            id2int = pickle.load(fh)
-            names = list(pickle.load(fh))
+        try:
+            with open(path, "rb") as fh:
+                id2int = _PlainUnpickler(fh, encoding="latin1").load()  # latin1: Python 2 pickles
+                names = list(_PlainUnpickler(fh, encoding="latin1").load())
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a classes1M.pkl of two plain pickles ({exc})") from None
         if not isinstance(id2int, dict):
             raise ValueError(f"{path}: expected classes1M.pkl's {{id: class}} dict first")
         return {str(k): int(v) for k, v in id2int.items()}, [str(n) for n in names]

@@ -142,11 +142,10 @@ def embed_split(model, cfg: C.Config, cache_dir: Path, split: str, device: torch
 def save_embeddings(path: str | os.PathLike, image: np.ndarray, recipe: np.ndarray, ids: np.ndarray,
                     **meta: Any) -> None:
     """Atomic .npz with image, recipe, ids and optional scalar metadata (e.g. the checkpoint used)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, image=image, recipe=recipe, ids=ids, **{k: np.asarray(v) for k, v in meta.items()})
-    os.replace(tmp, path)
+    from malm.io import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, image=image, recipe=recipe, ids=ids, **{k: np.asarray(v) for k, v in meta.items()})
 
 
 def validate(model, cfg: C.Config, cache_dir: Path, device: torch.device, progress: bool) -> dict[str, float]:
@@ -216,6 +215,22 @@ def _wrap(model, device: torch.device, world: int, compile_: bool):
     return torch.compile(wrapped) if compile_ else wrapped
 
 
+def input_fingerprints(cfg: C.Config) -> dict[str, str]:
+    """sha256 of the local files a run starts from (``model.image.pretrained``), so that a run
+    resumed under the same config but with rebuilt weights (``dvc repro`` after the pretrain
+    stage changed) is recognised as a different run instead of a finished one."""
+    import hashlib
+
+    spec = cfg.model.image.pretrained
+    if not spec or not Path(spec).is_file():
+        return {}
+    h = hashlib.sha256()
+    with open(spec, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"model.image.pretrained": h.hexdigest()}
+
+
 def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world: int,
            progress: bool, restart_on_config_change: bool) -> dict[str, Any]:
     from malm.data.cache import prepare
@@ -233,13 +248,17 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
 
     ckpt_path, best_path = run_dir / CHECKPOINT, run_dir / BEST_CHECKPOINT
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    inputs = input_fingerprints(cfg)
     if state is not None:
         saved = C.from_dict(state["config"])
-        if C.identity(saved) != C.identity(cfg):
+        changed = C.identity(saved) != C.identity(cfg)
+        changed_inputs = [k for k in inputs if state.get("inputs", {}).get(k) != inputs[k]]
+        if changed or changed_inputs:
+            what = "config" if changed else f"the file behind {', '.join(changed_inputs)}"
             if not restart_on_config_change:
-                raise C.ConfigError(f"{ckpt_path} was made with a different config; use a new --run-dir "
-                                    f"(see {run_dir / 'config.yaml'} for the one it was made with)")
-            log.warning("%s: config changed; starting afresh", ckpt_path)
+                raise C.ConfigError(f"{ckpt_path} was made with a different {what}; use a new --run-dir "
+                                    f"(see {run_dir / 'config.yaml'} for the config it was made with)")
+            log.warning("%s: %s changed; starting afresh", ckpt_path, what)
             if rank == 0:
                 for name in (CHECKPOINT, BEST_CHECKPOINT, "history.json", "metrics.json"):
                     (run_dir / name).unlink(missing_ok=True)
@@ -363,7 +382,7 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
                 "config": C.to_dict(cfg), "epoch": epoch + 1, "history": history, "wall_s": wall,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "finished": finished, "metrics": metrics, "best": best})
+                "finished": finished, "metrics": metrics, "best": best, "inputs": inputs})
             C.atomic_write_json(run_dir / "history.json", history)
             for k, v in row.items():
                 if k != "epoch":
