@@ -4,6 +4,7 @@ and no stale outputs in the committed notebook."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from malm.results import paper_table, summarise
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"  # made-up numbers, see its README.md
 NOTEBOOK = ROOT / "notebooks" / "paper_tables.ipynb"
-PARAMETERS = ["results_csv", "curves_csv", "grid_dirs", "out_dir", "protocol", "bag_sizes"]
+PARAMETERS = ["results_csv", "curves_csv", "grounding_csv", "pretrain_json", "grid_dirs", "out_dir",
+              "protocol", "bag_sizes"]
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +240,21 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
     out = tmp_path / "out"
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    # made-up grounding rows and pretraining summary (the real ones come from the pipeline)
+    grounding = tmp_path / "tables" / "grounding.csv"
+    grounding.parent.mkdir()
+    pd.DataFrame([{"variant": "malm", "display": "MALM", "seed": s, "split": "test", "rule": "centre",
+                   "n_pairs": 100, "n_targets": 300, "accuracy": a, "chance": 0.1, "lift": a / 0.1,
+                   "mass_in_box": 0.2, "ci_low": a - 0.05, "ci_high": a + 0.05}
+                  for s, a in ((0, 0.3), (1, 0.2))]).to_csv(grounding, index=False)
+    pretrain = tmp_path / "pretrain.json"
+    pretrain.write_text(json.dumps({"corpus": {"seed": 1}, "caption": "title + lines", "steps": 10,
+                                    "samples": 640, "minutes": 0.5, "curve": [
+                                        {"epoch": 1, "samples": 640.0, "val/img2cap_R@1": 12.5}]}))
     params.source = "\n".join([
         f"results_csv = {str(FIXTURE / 'results.csv')!r}",
         f"curves_csv = {str(FIXTURE / 'curves.csv')!r}",
+        f"grounding_csv = {str(grounding)!r}", f"pretrain_json = {str(pretrain)!r}",
         f"grid_dirs = [{str(tmp_path / 'grids' / 'table2')!r}, {str(tmp_path / 'grids' / 'table3')!r}]",
         f"out_dir = {str(out)!r}", "protocol = 'tfood'", "bag_sizes = [1000, 10000]"])
     NotebookClient(nb, timeout=120, kernel_name="malm-test",
@@ -249,7 +263,7 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
                                        "paper_claims") for ext in ("md", "tex")}
     expected |= {f"{kind}_tfood_{b}.png" for kind in ("recall_table1", "recall_table2", "mask_ratio")
                  for b in ("1k", "10k")}
-    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png", "comparisons.csv"}
+    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png", "comparisons.csv", "grounding.png"}
     expected |= {f"table{t}_differences.{ext}" for t in (1, 2, 3) for ext in ("md", "tex")}
     assert {p.name for p in out.iterdir()} == expected
     assert "ours (fixture, tfood 10k x1)" in (out / "table1.md").read_text()
@@ -266,6 +280,10 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "no results yet for `llc`" in text and "3 inconsistencies" in text
+    shown = text + "".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells
+                           if c.cell_type == "code" for o in c.outputs)
+    assert "0.250 ± 0.071" in shown and "2/2" in shown  # the grounding table
+    assert "640 samples" in shown  # the pretraining summary
 
 
 def test_wide_table_shows_no_spread_for_one_seed():
