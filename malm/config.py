@@ -187,6 +187,8 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "Adam weight decay.")
     freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
     warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")
+    lr_schedule: str = _f("constant", "After warm-up: constant (T-Food, H-T) or cosine (decay to 0 at "
+                          "the last step, as CLIP and MAE).", choices=("constant", "cosine"))
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off; T-Food clip_grad: 8).")
     seed: int = _f(0, "Random seed (model init, data order, masks).")
     device: str = _f("auto", "auto, cpu or cuda.")
@@ -223,6 +225,9 @@ class PretrainConfig:
     n_val: int = _f(1000, "Corpus validation recipes (the image->caption retrieval curve).")
     n_ingredients: int = _f(0, "Ingredients the corpus draws from (0 = all 156 of the generator: a "
                             "wider world than the benchmark's, as CLIP's web data is for Recipe1M).")
+    ingredients: str = _f("det", "Ingredient text of the captions: det = the ingredient names of "
+                          "det_ingrs.json (clean, like the nouns of web alt-text), raw = layer1's "
+                          "lines with their quantities and units.", choices=("raw", "det"))
     caption_keep: float = _f(0.6, "Fraction of a recipe's ingredient lines its caption names (drawn "
                              "per sample and epoch; the title is always in), like partial web alt-text.")
     epochs: int = _f(8, "Training epochs over the corpus (a fixed count, so `dvc repro -f pretrain` "
@@ -230,7 +235,10 @@ class PretrainConfig:
     minutes: float | None = _f(None, "Optional wall-time cap in minutes: stop after the epoch that "
                                "crosses it (null = run all epochs).")
     batch_size: int = _f(64, "Batch size.")
-    lr: float = _f(1e-3, "Adam learning rate.")
+    lr: float = _f(1e-3, "Adam learning rate (peak, after warmup).")
+    warmup_steps: int = _f(200, "Linear learning-rate warmup steps.")
+    schedule: str = _f("cosine", "Learning rate after warmup: cosine = decay to 0 over all epochs "
+                       "(CLIP's), constant = stay at pretrain.lr.", choices=("cosine", "constant"))
     embed_dim: int = _f(128, "Width of the shared image-caption space (thrown away after).")
     tau_init: float = _f(0.07, "Initial temperature of the symmetric InfoNCE (learnable, CLIP).")
 

@@ -7,10 +7,12 @@ stage plays CLIP's part:
 * **Corpus**: a synthetic Recipe1M-format set generated with its own seed (``pretrain.seed`` must
   differ from ``synth.seed``), its own size and, by default, the generator's full ingredient list
   (156, against the benchmark's 48): no recipe, image or seed is shared with the benchmark.
-* **Captions**: the recipe title plus a random ``caption_keep`` share of its ingredient lines, as a
-  bag of words (partial, like web alt-text), encoded by a throw-away ``EmbeddingBag`` tower.
-* **Objective**: symmetric InfoNCE with a learnable temperature (CLIP), Adam, the ViT of
-  ``model.image`` plus an embedding head; the head and the caption tower are discarded.
+* **Captions**: the recipe title plus a random ``caption_keep`` share of its ingredients
+  (``ingredients``: det_ingrs names, default, or layer1's raw lines), as a bag of words (partial,
+  like web alt-text), encoded by a throw-away ``EmbeddingBag`` tower.
+* **Objective**: symmetric InfoNCE with a learnable temperature (CLIP), Adam with warmup and a
+  cosine decay (``schedule``), the ViT of ``model.image`` plus an embedding head; the head and the
+  caption tower are discarded.
 * **Output**: ``pretrain.out`` (the ViT as a timm state dict: ``model.image.pretrained`` loads it
   exactly as it loads OpenAI's file), ``pretrain.json`` (corpus, steps, time, the validation curve:
   image->caption R@1 on ``n_val`` held-out pairs) and ``pretrain_curve.png``.
@@ -50,7 +52,8 @@ def corpus_configs(cfg: C.Config) -> tuple[Any, C.DataConfig]:
                                 n_test=min(200, cfg.synth.n_test), text_only_frac=0.0,
                                 n_ingredients=p.n_ingredients)
     data = dataclasses.replace(cfg.data, root=p.root, cache_dir=p.cache_dir, synthetic=True,
-                               max_pairs={}, batch_sampler="random")
+                               max_pairs={}, batch_sampler="random",
+                               ingredients=p.ingredients)
     return synth, data
 
 
@@ -130,6 +133,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     from malm.data.dataset import RecipeImageDataset, collate
     from malm.data.synth import generate
     from malm.train.checkpoint import save_checkpoint
+    from malm.train.schedules import lr_factor
     from malm.train.trainer import seed_everything, vocab_size
 
     p = cfg.pretrain
@@ -151,6 +155,8 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / p.tau_init)))
     params = [*image_tower.parameters(), *caption_tower.parameters(), logit_scale]
     optimizer = torch.optim.Adam(params, lr=p.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(p.warmup_steps, p.epochs * len(train_loader), p.schedule))
 
     curve: list[dict[str, float]] = []
     start, samples, steps = time.perf_counter(), 0, 0
@@ -166,6 +172,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             with torch.no_grad():
                 logit_scale.clamp_(0.0, math.log(100.0))
             losses.append(float(loss.detach()))
@@ -184,7 +191,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     save_checkpoint(out, image_tower.encoder.vit.state_dict())
     summary = {"weights": str(out), "corpus": {"root": p.root, "seed": p.seed, "n_train": len(train_ds),
                                                "n_val": len(val_ds), "n_ingredients": p.n_ingredients},
-               "caption": f"title + {p.caption_keep:.0%} of the ingredient lines, bag of words",
+               "caption": f"title + {p.caption_keep:.0%} of the ingredients ({p.ingredients}), bag of words",
                "steps": steps, "samples": samples, "minutes": curve[-1]["minutes"], "curve": curve,
                "final": {k: v for k, v in curve[-1].items() if k.startswith("val/")}}
     C.atomic_write_json(out.with_name("pretrain.json"), summary)

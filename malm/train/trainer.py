@@ -28,6 +28,7 @@ from malm import config as C
 from malm.train.checkpoint import (BEST_CHECKPOINT, CHECKPOINT, is_better, load_checkpoint,
                                    save_checkpoint)
 from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
+from malm.train.schedules import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,8 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
     if steps_per_epoch == 0:
         raise C.ConfigError(f"the train split gives no full batch of train.batch_size={cfg.train.batch_size}")
     total_steps = steps_per_epoch * cfg.train.epochs
-    warm = max(cfg.train.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        optimizer, lr_factor(max(cfg.train.warmup_steps, 0), total_steps, cfg.train.lr_schedule))
     momentum = cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
                                         cfg.train.epochs, steps_per_epoch)
 
