@@ -207,7 +207,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from malm.launch import grid
 
     if args.grid_command == "submit":
-        grid.submit_grid(args.grid, executor=args.executor, cli_overrides=args.overrides, seeds=args.seeds)
+        grid.submit_grid(args.grid, executor=args.executor, cli_overrides=args.overrides, seeds=args.seeds,
+                         rerun_changed=args.rerun_changed)
     elif args.grid_command == "status":
         grid.status(args.grid)
     else:
@@ -388,7 +389,9 @@ def make_parser() -> argparse.ArgumentParser:
     gsub = grid.add_subparsers(dest="grid_command", required=True, metavar="GRID_COMMAND")
     p = gsub.add_parser("submit", help="Submit the grid's unfinished cells as one job array and return.",
                         description="Submit every cell that is neither finished nor queued/running as ONE "
-                                    "job array, then return. Re-submitting skips finished cells.")
+                                    "job array, then return. Re-submitting skips finished cells: "
+                                    "those with metrics whose run was trained under the config the "
+                                    "cell resolves to now.")
     p.add_argument("grid", help="Grid file, e.g. ablations/grids/table3.yaml.")
     p.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm",
                    help="slurm (default): the Slurm cluster; local: subprocesses on this machine.")
@@ -397,6 +400,11 @@ def make_parser() -> argparse.ArgumentParser:
                         "grid's seeds), e.g. --seeds 0 or --seeds 0,1; re-submit later without it "
                         "for the rest. Put KEY=VALUE overrides before it: "
                         "malm grid submit GRID KEY=VALUE --seeds 0.")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="Cells are keyed by their resolved config: a cell whose run was trained under "
+                        "another config (the grid's overrides, a config file or a variant changed) "
+                        "is refused, naming the keys that differ. With this flag its old run and "
+                        "metrics are moved aside (<dir>.stale-<UTC time>) and it is trained again.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Config overrides for every cell, e.g. train.epochs=4.")
     p.set_defaults(func=cmd_grid)

@@ -62,6 +62,18 @@ class DataConfig:
     image_size: int = _f(64, "Side of the square image fed to the model (paper: 224).")
     cache_image_size: int = _f(72, "Side of the pre-resized image cache (paper: 256 as H-T's "
                                "resize before the 224 random crop).")
+    max_images_per_recipe: int | None = _f(None, "Cache at most this many images of a recipe (its "
+                                           "first ones in layer2 order); null = all of them.")
+    image_store: str = _f("raw", "How the cache keeps images: raw = decoded uint8 rows (no decode "
+                          "cost; cache_image_size^2 * 3 bytes each: right for the small synthetic "
+                          "default), jpeg = re-encoded JPEGs in one file per split with an offset index "
+                          "(about a tenth of the bytes; the loader workers decode them: Recipe1M).",
+                          choices=("raw", "jpeg"))
+    jpeg_quality: int = _f(90, "JPEG quality of the jpeg image store.")
+    image_sampling: str = _f("random", "Which cached image of a recipe a training sample shows: random = "
+                             "one drawn per recipe and epoch (H-T: a recipe is one pair per epoch, not "
+                             "one per image), first = always its first image. Evaluation always uses "
+                             "the first.", choices=("random", "first"))
     num_workers: int = _f(0, "DataLoader worker processes (GPU runs: 8-16).")
     max_pairs: dict = _f({}, "Optional cap on pairs per split, e.g. {train: 5000} (debug runs).",
                          choices=("train", "val", "test"), items="int")

@@ -353,3 +353,79 @@ def test_recipe_masking_only_non_pad() -> None:
     batch = MaskingCollate(4, 0.5, recipe_ratio=0.75)(samples)
     assert batch["ingrs_mask"].shape == (6, 20, 15) and not (batch["ingrs_mask"] & pad).any()
     assert (batch["ingrs"][batch["ingrs_mask"]] == MASK_ID).all()
+
+
+def test_readers_of_a_trained_run_never_rebuild_the_cache(tiny_data, tmp_path):
+    """embed/grounding load a run through require_cache: a missing or stale cache is a clear error
+    naming what differs and what to run, and nothing is built."""
+    from conftest import SMOKE
+    from malm import config as C
+    from malm.data.cache import require_cache
+
+    data = C.merge(C.merge(C.Config(), C.load_yaml(SMOKE)).data,
+                   {"root": tiny_data["data.root"], "cache_dir": tiny_data["data.cache_dir"], "synthetic": False})
+    assert require_cache(data) == Path(tiny_data["data.cache_dir"]).absolute()
+    stale = C.merge(data, {"max_tokens": data.max_tokens + 1})
+    with pytest.raises(FileNotFoundError, match=r"(?s)data\.max_tokens.*never rebuilds.*malm data prepare"):
+        require_cache(stale, who="embed")
+    missing = C.merge(data, {"cache_dir": str(tmp_path / "nothing")})
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        require_cache(missing)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_max_images_per_recipe_and_image_sampling(tmp_path):
+    """data.max_images_per_recipe caps the cached images of a recipe (its first ones); with
+    image_sampling=random a training sample shows one image drawn per recipe and epoch (H-T),
+    with first always the first one."""
+    recipes = [recipe(1, "train", 3), recipe(2, "train", 1), recipe(3, "val"), recipe(4, "test")]
+    root = write_tree(tmp_path / "r1m", recipes)
+    full = prepare(data_config(root, tmp_path / "all"), progress=False)
+    capped = prepare(data_config(root, tmp_path / "cap", max_images_per_recipe=2), progress=False)
+    assert list(np.load(full / "train" / "image_offsets.npy")) == [0, 3, 4]
+    assert list(np.load(capped / "train" / "image_offsets.npy")) == [0, 2, 3]
+    names = [str(x) for x in np.load(capped / "train" / "image_names.npy")]
+    assert names == recipes[0]["_images"][:2] + recipes[1]["_images"]
+    assert load_manifest(capped)["key"]["config"]["max_images_per_recipe"] == 2
+    assert "max_images_per_recipe" not in load_manifest(full)["key"]["config"]
+
+    def rows(sampling: str) -> set[bytes]:
+        ds = RecipeImageDataset(full, "train", train=True, image_size=24, seed=0, image_sampling=sampling)
+        seen = set()
+        for epoch in range(12):
+            ds.set_epoch(epoch)
+            seen.add(ds[0]["image"].numpy().tobytes())
+        return seen
+
+    # one image, flipped or not, gives at most 2 distinct samples: more means several images
+    assert len(rows("random")) > 2
+    assert len(rows("first")) <= 2
+    with pytest.raises(ValueError, match="image_sampling"):
+        RecipeImageDataset(full, "train", train=True, image_size=24, image_sampling="all")
+
+
+def test_jpeg_store_matches_the_raw_store(tmp_path):
+    """data.image_store=jpeg keeps the same images, re-encoded, in one file per split with an
+    offset index; samples decode to the raw store's pixels within JPEG error, and it is smaller."""
+    root = write_tree(tmp_path / "r1m", standard_recipes(), missing=STANDARD_MISSING)
+    raw = prepare(data_config(root, tmp_path / "raw", cache_image_size=32), progress=False)
+    jpg = prepare(data_config(root, tmp_path / "jpg", cache_image_size=32, image_store="jpeg",
+                              jpeg_quality=95), progress=False)
+    man = load_manifest(jpg)
+    assert man["image_store"] == "jpeg" and man["jpeg_quality"] == 95
+    assert not (jpg / "train" / "images.npy").exists() and (jpg / "train" / "images.jpg").exists()
+    assert man["image_bytes"]["train"] < load_manifest(raw)["image_bytes"]["train"]
+    assert is_cached(data_config(root, tmp_path / "jpg", cache_image_size=32, image_store="jpeg",
+                                 jpeg_quality=95))
+    assert not is_cached(data_config(root, tmp_path / "jpg", cache_image_size=32))  # other store
+    for split in ("train", "test"):
+        a = RecipeImageDataset(raw, split, train=False, image_size=32)
+        b = RecipeImageDataset(jpg, split, train=False, image_size=32)
+        assert len(a) == len(b) and a.ids == b.ids
+        for i in range(len(a)):
+            x, y = a[i]["image"], b[i]["image"]
+            assert x.shape == y.shape and (x - y).abs().mean() < 0.1  # normalised units
+    # random crops and flips work on decoded rows too, and a worker gets a picklable dataset
+    ds = RecipeImageDataset(jpg, "train", train=True, image_size=24, seed=0)
+    assert ds[0]["image"].shape == (3, 24, 24)
+    assert pickle.loads(pickle.dumps(ds))[1]["image"].shape == (3, 24, 24)

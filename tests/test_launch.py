@@ -119,3 +119,70 @@ def test_grid_seed_subset_is_checked_before_submitting(tmp_path):
     with pytest.raises(ConfigError, match=r"seeds \[7\] are not in the grid"):
         submit_grid(grid, executor="debug", seeds=[7])
     assert not (tmp_path / "out" / "jobs.json").exists()
+
+
+def _finished_cell(grid_file, tmp_path, epochs: int):
+    """Write a grid (train.epochs=`epochs`) and fake its one cell as trained and evaluated under it."""
+    import yaml
+
+    from malm import config as C
+    from malm.launch.grid import load_grid
+    from malm.results import bag_label
+
+    grid_file.write_text(yaml.safe_dump({"name": "g", "variants": ["baseline"], "seeds": [0],
+                                         "out": str(tmp_path / "out"),
+                                         "overrides": {"train": {"epochs": epochs}}}))
+    _, [(cell, cfg)] = load_grid(grid_file)
+    Path(cell.run_dir).mkdir(parents=True)
+    C.save(cfg, Path(cell.run_dir) / "config.yaml")
+    Path(cell.metrics_dir).mkdir(parents=True)
+    for p in cfg.eval.protocols:
+        for b, _ in cfg.eval.bags:
+            (Path(cell.metrics_dir) / f"{p}_{bag_label(b)}.json").write_text("{}")
+    return cell
+
+
+def test_grid_cells_are_keyed_by_their_resolved_config(tmp_path, monkeypatch, capsys):
+    """A cell counts as finished only under the config it ran with: changing the grid's overrides
+    makes it CHANGED (naming the key), `submit` and `collect` refuse it, and `--rerun-changed` moves
+    the old run and metrics aside (nothing deleted) and submits the cell again."""
+    from malm.config import ConfigError
+    from malm.launch import grid as G
+
+    grid_file = tmp_path / "g.yaml"
+    cell = _finished_cell(grid_file, tmp_path, epochs=2)
+    assert [s["state"] for s in G.cell_states(*G.load_grid(grid_file)).values()] == ["FINISHED"]
+    submitted = []
+    monkeypatch.setattr("malm.launch.submit.submit_array",
+                        lambda job, items, **kw: submitted.extend(items) or [])
+    assert G.submit_grid(grid_file, executor="debug") == {} and submitted == []  # nothing to do
+
+    # a CLI override changes what the cell would run: no longer finished
+    states = G.cell_states(*G.load_grid(grid_file, ["train.lr=0.5"]))
+    assert states["baseline/seed0"]["state"] == "CHANGED"
+    assert states["baseline/seed0"]["changed"] == ["train.lr"]
+
+    # so does an edited grid file
+    import yaml
+
+    spec = yaml.safe_load(grid_file.read_text())
+    spec["overrides"]["train"]["epochs"] = 5
+    grid_file.write_text(yaml.safe_dump(spec))
+    G.status(grid_file)
+    assert "CHANGED (train.epochs differ)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"(?s)baseline/seed0 .*train\.epochs.*--rerun-changed"):
+        G.submit_grid(grid_file, executor="debug")
+    with pytest.raises(ConfigError, match="(?s)baseline/seed0: train.epochs.*mix two experiments|mix two experiments.*baseline/seed0: train.epochs"):
+        G.collect(grid_file)
+    assert submitted == [] and Path(cell.run_dir, "config.yaml").exists()
+
+    class FakeJob:
+        job_id = "42"
+
+    monkeypatch.setattr("malm.launch.submit.submit_array",
+                        lambda job, items, **kw: submitted.extend(items) or [FakeJob()])
+    assert G.submit_grid(grid_file, executor="debug", rerun_changed=True) == {"baseline/seed0": "42"}
+    assert len(submitted) == 1 and submitted[0][0]["train"]["epochs"] == 5
+    moved = sorted(p.name for p in Path(cell.run_dir).parent.iterdir())
+    assert any(n.startswith("seed0.stale-") for n in moved) and not Path(cell.run_dir).exists()
+    assert any(p.name.startswith("seed0.stale-") for p in Path(cell.metrics_dir).parent.iterdir())

@@ -18,9 +18,17 @@ from conftest import REPO, SMOKE
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
-def sh(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+TRACE = Path(__file__).resolve().parent / "trace"  # sitecustomize: which malm files a process read
+STAGE_OF_COMMAND = {"data": "prepare", "pretrain": "pretrain", "train": "train", "embed": "embed",
+                    "evaluate": "evaluate", "grounding": "grounding", "tables": "tables"}
+
+
+def sh(cmd: list[str], cwd: Path, timeout: float = 900, trace: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if trace is not None:
+        env["MALM_TRACE_IMPORTS"] = str(trace)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TRACE), env.get("PYTHONPATH")) if p)
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, f"{' '.join(cmd)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -59,8 +67,33 @@ def ran_stages(out: str) -> set[str]:
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
 
 
-def test_dvc_repro_smoke(repo):
-    p = sh([DVC, "repro"], repo)
+def stage_code_read(trace: Path, repo: Path) -> dict[str, set[str]]:
+    """{stage: malm files (repo-relative) its processes imported}, from the sitecustomize traces."""
+    import json
+
+    read: dict[str, set[str]] = {}
+    for f in trace.glob("*.json"):
+        t = json.loads(f.read_text())
+        argv = t["argv"]
+        stage = ("report" if any("ipykernel" in a for a in argv)
+                 else STAGE_OF_COMMAND.get(argv[1] if len(argv) > 1 else ""))
+        if stage is None:
+            continue
+        for path in map(Path, t["files"]):
+            base = next(b for b in (repo, REPO) if path.is_relative_to(b))
+            read.setdefault(stage, set()).add(path.relative_to(base).as_posix())
+    return read
+
+
+def code_deps(repo: Path) -> dict[str, list[str]]:
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {name: [d for d in st.get("deps", []) if d.startswith("malm")] for name, st in stages.items()}
+
+
+def test_dvc_repro_smoke(repo, tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    p = sh([DVC, "repro"], repo, trace=trace)
     assert ran_stages(p.stdout) >= {"prepare", "pretrain", "grounding@malm-0", "train@baseline-0", "train@malm-0", "tables", "report"}
     assert (repo / "results/tables/tables.md").read_text().count("± ") > 0
     assert (repo / "results/summary.json").exists()
@@ -82,8 +115,26 @@ def test_dvc_repro_smoke(repo):
     metrics = sh([DVC, "metrics", "show", "--json"], repo).stdout
     assert "tfood_1k" not in metrics or "img2rec" in metrics
 
+    # every stage depends on all the package code it read (traced at run time)
+    read, deps = stage_code_read(trace, repo), code_deps(repo)
+    assert set(read) == set(STAGE_OF_COMMAND.values()) | {"report"}, sorted(read)
+    missing = {stage: sorted(f for f in files
+                             if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps[stage]))
+               for stage, files in read.items()}
+    assert not any(missing.values()), f"dvc.yaml stages read code they do not depend on: {missing}"
+
     p = sh([DVC, "repro"], repo)  # nothing changed: nothing runs
     assert ran_stages(p.stdout) == set(), p.stdout
+
+    # editing code marks exactly the stages that read it as changed
+    for edited, must, must_not in [("malm/variants.py", {"train@malm-0", "train@baseline-0"}, {"prepare"}),
+                                   ("malm/eval/grounding.py", {"grounding@malm-0"}, {"train@malm-0", "prepare"}),
+                                   ("malm/eval/stats.py", {"tables", "report"}, {"prepare", "pretrain"})]:
+        original = (repo / edited).read_text()
+        (repo / edited).write_text(original + "\n# edited\n")
+        status = set(yaml.safe_load(sh([DVC, "status", "--json"], repo).stdout or "{}"))
+        (repo / edited).write_text(original)
+        assert must <= status and not must_not & status, (edited, sorted(status))
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["variant_overrides"]["malm"] = {"loss": {"lambda_dist": 0.5}}
@@ -92,3 +143,37 @@ def test_dvc_repro_smoke(repo):
     ran = ran_stages(p.stdout)
     assert {"train@malm-0", "embed@malm-0", "evaluate@malm-0", "grounding@malm-0", "tables"} <= ran, ran
     assert not any("baseline" in s for s in ran) and not {"prepare", "pretrain"} & ran, ran
+
+    # what people share is DVC-cached: push it to a (local-directory) remote, lose the workspace
+    # copies and the local cache, pull it back
+    import json
+
+    remote = tmp_path / "remote"
+    sh([DVC, "remote", "add", "-d", "shared", str(remote)], repo)
+    sh([DVC, "push"], repo)
+    assert any(p.is_file() for p in remote.rglob("*"))
+    tables = (repo / "results/tables/tables.md").read_text()
+    emb = (repo / "embeddings/malm/seed0/test.npz").read_bytes()
+    for d in ("results/tables", "embeddings", "results/metrics", ".dvc/cache"):
+        shutil.rmtree(repo / d)
+    sh([DVC, "pull"], repo)
+    assert (repo / "results/tables/tables.md").read_text() == tables
+    assert (repo / "embeddings/malm/seed0/test.npz").read_bytes() == emb
+    assert json.loads(sh([DVC, "status", "--json"], repo).stdout or "{}") == {}
+
+    # experiments: run one with a changed parameter, go back, apply it
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "results"], repo)
+    sh([DVC, "exp", "run", "-n", "few-pairs", "-S", "grounding.pairs=20"], repo)
+    assert "few-pairs" in sh([DVC, "exp", "show", "--no-pager"], repo).stdout
+
+    def pairs() -> int:
+        g = json.loads((repo / "results/grounding/malm/seed0/grounding.json").read_text())
+        return g["pairs_considered"]
+
+    assert pairs() == 20
+    sh(["git", "checkout", "--", "."], repo)
+    sh([DVC, "checkout"], repo)
+    assert pairs() != 20
+    sh([DVC, "exp", "apply", "few-pairs"], repo)
+    assert pairs() == 20 and "pairs: 20" in (repo / "params.yaml").read_text()

@@ -115,6 +115,35 @@ def test_rebuilt_pretrained_weights_are_a_different_run(tmp_path, tiny_data):
     assert (run_dir / "checkpoint.pt").stat().st_mtime_ns != mtime
 
 
+def test_code_fingerprint_names_the_files_that_changed():
+    from malm.train.trainer import changed_code, code_fingerprint
+
+    fp = code_fingerprint()
+    assert {"config.py", "train/trainer.py", "models/malm.py"} <= set(fp)
+    assert changed_code(fp) == []
+    assert changed_code({**fp, "config.py": "0" * 64, "gone.py": "0" * 64}) == ["config.py", "gone.py"]
+
+
+def test_a_run_made_by_other_code_is_a_different_run(tmp_path, tiny_data):
+    """DVC re-runs `train` after a code edit; the finished checkpoint (same config) must not count:
+    refused naming the file, or restarted with --restart-on-config-change."""
+    from malm.train.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = train_args(run_dir, tiny_data, variant="baseline", **{"train.epochs": 1})
+    assert run(args).returncode == 0
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert "losses/triplet.py" in state["code"]
+    state["code"]["losses/triplet.py"] = "0" * 64  # as if trained by an older triplet loss
+    save_checkpoint(run_dir / "checkpoint.pt", state)
+    mtime = (run_dir / "checkpoint.pt").stat().st_mtime_ns
+    p = run(args)
+    assert p.returncode == 2 and "malm/losses/triplet.py" in p.stderr, p.stderr[-2000:]
+    assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == mtime  # nothing lost
+    assert run(args + ["--restart-on-config-change"]).returncode == 0
+    assert load_checkpoint(run_dir / "checkpoint.pt")["code"]["losses/triplet.py"] != "0" * 64
+
+
 def _epochs_done(run_dir: Path) -> int:
     try:
         return len(json.loads((run_dir / "history.json").read_text()))

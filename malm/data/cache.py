@@ -12,7 +12,14 @@ Layout of ``DataConfig.cache_dir`` (``S`` = ``cache_image_size``, ``T`` = ``max_
     <split>/cls.npy          [N] int64      semantic class id
     <split>/image_offsets.npy [N + 1] int64 pair i owns rows offsets[i]:offsets[i+1] of images.npy
     <split>/images.npy       [M, S, S, 3] uint8  decoded, shorter side resized to S, centre-cropped
+                             (data.image_store=raw), or with data.image_store=jpeg:
+    <split>/images.jpg       the same M images re-encoded as JPEG (data.jpeg_quality), concatenated
+    <split>/images_jpeg_offsets.npy [M + 1] int64  image m is bytes offsets[m]:offsets[m+1]
     <split>/image_names.npy  [M] str        Recipe1M image id of each row
+
+``raw`` costs S*S*3 bytes per image (196 KB at 256 px: ~170 GB for Recipe1M) and no decode;
+``jpeg`` a tenth of that or less, and one JPEG decode per sample in the loader workers
+(:class:`JpegRows`, Pillow's libjpeg-turbo).
 
 Only pairs (recipes with at least one decodable image) are cached; text-only recipes are counted.
 The cache is valid while ``manifest.json``'s ``key`` (cache version, the DataConfig fields it
@@ -48,6 +55,7 @@ CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 _INLINE_IMAGES = 64   # fewer images than this: decode in-process (no pool start-up)
 _HEADER_BYTES = 128   # reserved .npy header, so images.npy can be appended before M is known
+STORE_FILES = {"raw": ("images.npy",), "jpeg": ("images.jpg", "images_jpeg_offsets.npy")}
 
 
 # ---------------------------------------------------------------------------------- the key
@@ -84,6 +92,11 @@ def cache_key(cfg: DataConfig) -> dict:
         "ingredients": _extra(cfg, "ingredients", "raw"),
         "on_bad_record": _extra(cfg, "on_bad_record", "error"),
     }
+    if _extra(cfg, "max_images_per_recipe", None):  # in the key only when set: old caches stay valid
+        fields["max_images_per_recipe"] = cfg.max_images_per_recipe
+    if _extra(cfg, "image_store", "raw") != "raw":
+        fields["image_store"] = cfg.image_store
+        fields["jpeg_quality"] = cfg.jpeg_quality
     inputs = {}
     for f in _input_files(cfg):
         try:
@@ -111,9 +124,36 @@ def is_cached(cfg: DataConfig) -> bool:
         return False
     if man.get("key") != json.loads(json.dumps(cache_key(cfg))):
         return False
-    need = ("ids", "title", "ingrs", "instrs", "cls", "image_offsets", "images", "image_names")
-    return all((cache / s / f"{n}.npy").is_file() for s in SPLITS for n in need) and \
+    need = [f"{n}.npy" for n in ("ids", "title", "ingrs", "instrs", "cls", "image_offsets", "image_names")]
+    need += list(STORE_FILES[man.get("image_store", "raw")])
+    return all((cache / s / n).is_file() for s in SPLITS for n in need) and \
         (cache / "tokenizer.json").is_file()
+
+
+def require_cache(cfg: DataConfig, who: str = "this command") -> Path:
+    """The cache of ``cfg`` if it is complete and was built from the same inputs and fields; else a
+    clear error that says what to run. For readers of a trained run (embed, grounding): a rebuilt
+    cache can renumber the vocabulary under the run's word embeddings, so they never rebuild it."""
+    cache = Path(cfg.cache_dir).absolute()
+    if is_cached(cfg):
+        return cache
+    try:
+        man = load_manifest(cache)
+    except (FileNotFoundError, json.JSONDecodeError):
+        state = "is missing or incomplete"
+    else:
+        old, new = man.get("key") or {}, json.loads(json.dumps(cache_key(cfg)))
+        diff = [f"data.{k}" for k in sorted(set(old.get("config", {})) | set(new["config"]))
+                if old.get("config", {}).get(k) != new["config"].get(k)]
+        if old.get("version") != new["version"]:
+            diff.append("cache format version")
+        if old.get("inputs") != new["inputs"]:
+            diff.append(f"the input files under {cfg.root} (size or time)")
+        state = (f"was built from other data settings ({'; '.join(diff)})" if diff
+                 else "is incomplete")
+    raise FileNotFoundError(f"{cache} {state}; {who} never rebuilds the cache a run was trained on. "
+                            f"Build it first: `malm data prepare` with the run's config, or "
+                            "`dvc repro prepare` in the pipeline")
 
 
 # ---------------------------------------------------------------------------------- prepare
@@ -203,11 +243,14 @@ def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
 
     t = time.perf_counter()
     workers = cfg.num_workers or os.cpu_count() or 1
+    store = _extra(cfg, "image_store", "raw")
+    quality = _extra(cfg, "jpeg_quality", 90) if store == "jpeg" else None
     splits: dict[str, _SplitImages] = {}
     for split in SPLITS:
         (out / split).mkdir()
         splits[split] = _cache_images(data.pairs(split), out / split, cfg.cache_image_size,
-                                      (cfg.max_pairs or {}).get(split), workers, progress, split)
+                                      (cfg.max_pairs or {}).get(split), workers, progress, split,
+                                      _extra(cfg, "max_images_per_recipe", None), quality)
     timings["images"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -265,6 +308,9 @@ def _build(cfg: DataConfig, out: Path, progress: bool) -> None:
         "num_classes": len(class_names),
         "class_source": cfg.class_file or "titles",
         "cache_image_size": cfg.cache_image_size,
+        "image_store": store,
+        **({"jpeg_quality": quality} if quality else {}),
+        "image_bytes": {sp: splits[sp].bytes for sp in SPLITS},
         "shapes": {"title": [cfg.max_tokens], "ingrs": [cfg.max_ingrs, cfg.max_tokens],
                    "instrs": [cfg.max_instrs, cfg.max_tokens]},
         "splits": counts,
@@ -307,10 +353,60 @@ def load_resized(path: str, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _resize_task(task: tuple[str, int]) -> np.ndarray | str:
-    path, size = task
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    """[S, S, 3] uint8 -> JPEG bytes (4:2:0, as the download's photos; Pillow's libjpeg-turbo)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes | np.ndarray) -> np.ndarray:
+    """JPEG bytes -> [H, W, 3] uint8 (Pillow's libjpeg-turbo: no extra dependency, and for the
+    cache's small images its per-call cost is close to simplejpeg's and torchvision's)."""
+    import io
+
+    with Image.open(io.BytesIO(data if isinstance(data, bytes) else data.tobytes())) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+class JpegRows:
+    """The rows of a jpeg store, indexed like the raw store's ``images.npy`` memmap:
+    ``rows[m]`` or ``rows[m, y0:y1, x0:x1]`` decodes image ``m`` (and crops). ``shape[0]`` = M.
+    The bytes are memory-mapped, so a pickled instance (a DataLoader worker) carries paths only."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.offsets = np.load(self.folder / "images_jpeg_offsets.npy")
+        self._bytes: np.ndarray | None = None
+        first = decode_jpeg(self._data()[self.offsets[0]:self.offsets[1]]) if len(self.offsets) > 1 else None
+        self.shape = (len(self.offsets) - 1, *(first.shape if first is not None else (0, 0, 3)))
+
+    def _data(self) -> np.ndarray:
+        if self._bytes is None:
+            path = self.folder / "images.jpg"
+            self._bytes = (np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size
+                           else np.zeros(0, np.uint8))
+        return self._bytes
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_bytes": None}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        m, *crop = index if isinstance(index, tuple) else (index,)
+        img = decode_jpeg(self._data()[self.offsets[m]:self.offsets[m + 1]])
+        return img[tuple(crop)] if crop else img
+
+
+def _resize_task(task: tuple[str, int, int | None]) -> np.ndarray | bytes | str:
+    path, size, quality = task
     try:
-        return load_resized(path, size)
+        img = load_resized(path, size)
+        return img if quality is None else encode_jpeg(img, quality)
     except Exception as exc:  # any decoder failure is a corrupt image: skipped and counted
         return f"{type(exc).__name__}: {exc}"
 
@@ -323,6 +419,7 @@ class _SplitImages:
     corrupt: int = 0
     dropped_corrupt: int = 0
     over_cap: int = 0
+    bytes: int = 0          # bytes of the stored images
     examples: list[dict] = field(default_factory=list)
 
 
@@ -350,13 +447,33 @@ class _NpyRowWriter:
         self.fh.close()
 
 
+class _JpegWriter:
+    """Append encoded JPEGs to ``images.jpg``; ``images_jpeg_offsets.npy`` is written at close."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.fh = open(folder / "images.jpg", "wb")
+        self.offsets = [0]
+
+    def append(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.offsets.append(self.offsets[-1] + len(data))
+
+    def close(self) -> None:
+        self.fh.close()
+        np.save(self.folder / "images_jpeg_offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+
+
 def _cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, workers: int,
-                  progress: bool, split: str) -> _SplitImages:
-    """Decode the images of ``pairs`` (id order) into ``out/images.npy`` until ``cap`` pairs."""
+                  progress: bool, split: str, per_recipe: int | None = None,
+                  quality: int | None = None) -> _SplitImages:
+    """Decode the images of ``pairs`` (id order; at most ``per_recipe`` each) into the raw store
+    (``out/images.npy``) or, with a JPEG ``quality``, the jpeg store, until ``cap`` pairs."""
     res = _SplitImages()
-    tasks = ((p, size) for r in pairs for p in r.found)
-    total = sum(len(r.found) for r in pairs)
-    writer = _NpyRowWriter(out / "images.npy", (size, size, 3))
+    found = [r.found[:per_recipe] if per_recipe else r.found for r in pairs]
+    tasks = ((p, size, quality) for f in found for p in f)
+    total = sum(len(f) for f in found)
+    writer = _NpyRowWriter(out / "images.npy", (size, size, 3)) if quality is None else _JpegWriter(out)
     bar = tqdm(total=total, desc=f"images {split}", unit="img", disable=not progress,
                mininterval=1.0)
     pool = None
@@ -367,12 +484,12 @@ def _cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, wo
             results = pool.imap(_resize_task, tasks, chunksize=8)
         else:
             results = map(_resize_task, tasks)
-        for i, r in enumerate(pairs):
+        for i, (r, paths) in enumerate(zip(pairs, found)):
             if cap is not None and len(res.pairs) >= cap:
                 res.over_cap = len(pairs) - i
                 break
             good = []
-            for p in r.found:
+            for p in paths:
                 img = next(results)
                 bar.update(1)
                 if isinstance(img, str):
@@ -381,6 +498,7 @@ def _cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, wo
                         res.examples.append({"split": split, "recipe": r.id, "path": p, "error": img})
                     continue
                 writer.append(img)
+                res.bytes += len(img) if isinstance(img, bytes) else img.nbytes
                 good.append(os.path.basename(p))
             if good:
                 res.pairs.append(r)

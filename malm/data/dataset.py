@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from malm.data.cache import load_manifest
+from malm.data.cache import JpegRows, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ class RecipeImageDataset(Dataset):
     """
 
     def __init__(self, cache_dir: str | os.PathLike, split: str, train: bool, image_size: int,
-                 seed: int | None = None):
+                 seed: int | None = None, image_sampling: str = "random"):
+        if image_sampling not in ("random", "first"):
+            raise ValueError(f"image_sampling must be random or first, got {image_sampling!r}")
+        self.image_sampling = image_sampling
         self.cache_dir = Path(cache_dir)
         self.split, self.train, self.image_size, self.seed = split, bool(train), int(image_size), seed
         self.epoch = 0
@@ -87,7 +90,11 @@ class RecipeImageDataset(Dataset):
     def _open(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             d = self.cache_dir / self.split
-            self._arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
+            jpeg = self.manifest.get("image_store", "raw") == "jpeg"
+            self._arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in _ARRAYS
+                            if not (jpeg and k == "images")}
+            if jpeg:  # the jpeg store: decoded per sample, in the loader's workers
+                self._arrays["images"] = JpegRows(d)
         return self._arrays
 
     def __getstate__(self) -> dict[str, Any]:
@@ -118,7 +125,7 @@ class RecipeImageDataset(Dataset):
         if self.train:
             g = self._generator(index)
             r = torch.randint(0, 2**31 - 1, (4,), generator=g).tolist()
-            row = lo + r[0] % (hi - lo)
+            row = lo + r[0] % (hi - lo) if self.image_sampling == "random" else lo
             top, left, flip = r[1] % (S - s + 1), r[2] % (S - s + 1), bool(r[3] & 1)
         else:
             row, flip = lo, False

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 SPLITS = ("train", "val", "test")
+_PARTITIONS = {s: s for s in SPLITS}
 LAYER1, LAYER2, DET_INGRS = "layer1.json", "layer2.json", "det_ingrs.json"
 
 # H-T preprocessing.py: ingredient quantities mis-parsed in layer1 ("12 cup" is "1/2 cup").
@@ -42,15 +43,36 @@ class Recipe1MError(ValueError):
 
 @dataclass(slots=True)
 class Recipe:
+    """One layer1 recipe. Its ingredient and instruction lines are kept as one newline-joined
+    string each (two objects instead of ~20 per recipe: the reader holds 1M of these at Recipe1M
+    scale); ``ingredients`` / ``instructions`` give the lines."""
+
     id: str
     title: str
-    ingredients: list[str]
-    instructions: list[str]
+    ingr_text: str                     # ingredient lines joined by "\n" (no line holds a newline)
+    instr_text: str                    # instruction lines joined by "\n"
     partition: str                     # layer1 partition: the folder holding its images
     split: str                         # split it belongs to (partition or the H-T list)
     listed: bool = True                # False: split_dir given and the id is in no list
     images: list[str] = field(default_factory=list)   # image ids listed in layer2
     found: list[str] = field(default_factory=list)    # paths of the listed images present on disk
+
+    @property
+    def ingredients(self) -> list[str]:
+        return self.ingr_text.split("\n")
+
+    @ingredients.setter
+    def ingredients(self, lines: list[str]) -> None:
+        self.ingr_text = _join(lines)
+
+    @property
+    def instructions(self) -> list[str]:
+        return self.instr_text.split("\n")
+
+
+def _join(lines: Iterable[str]) -> str:
+    """Lines -> one string; a newline inside a line becomes a space (lines are stripped text)."""
+    return "\n".join(" ".join(t.splitlines()) for t in lines)
 
 
 @dataclass
@@ -168,6 +190,47 @@ def _record_at(text: str, pos: int) -> str:
     return f"; in record #{index}" + (f" (id {m.group(1)})" if m else "")
 
 
+def iter_records(path: str | os.PathLike, progress: bool = False, desc: str | None = None,
+                 what: str = "a list of records") -> Iterator[tuple[int, Any]]:
+    """Stream the elements of a top-level JSON list: ``(index, record)``, one at a time.
+
+    ijson's C backend (yajl2_c) parses the file incrementally, so memory holds one record, not the
+    file (layer1.json is 1.5 GB: parsed whole it took 10 GB). A file that is not a list, or any
+    parse error (truncated file, syntax error, bad UTF-8), is diagnosed by :func:`load_json`, whose
+    message names the file, the line/column or byte offset and the record (index and id) where
+    parsing stopped; that path reads the whole file, which only a broken file pays for.
+    """
+    import ijson
+
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise Recipe1MError(f"{path}: cannot read file: {exc}") from exc
+    with f:
+        head = f.read(64).lstrip()
+        if not head.startswith(b"["):
+            data = load_json(path)  # raises on anything that is not JSON
+            raise Recipe1MError(f"{path}: the top level must be {what}, got {type(data).__name__}")
+        f.seek(0)
+        size = os.fstat(f.fileno()).st_size
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=desc or path.name, disable=not progress,
+                   mininterval=1.0)
+        index = 0
+        try:
+            for index, rec in enumerate(ijson.items(f, "item", use_float=True)):
+                if progress and index % 4096 == 0:
+                    bar.update(f.tell() - bar.n)
+                yield index, rec
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            bar.close()
+            load_json(path)  # the exact diagnosis; raises Recipe1MError
+            raise Recipe1MError(f"{path}: the JSON parser stopped after record #{index} "
+                                f"({exc})") from None
+        bar.update(size - bar.n)
+        bar.close()
+
+
 # ------------------------------------------------------------------------------- record checks
 class _Problems:
     """Raise on the first bad record (``on_bad_record='error'``) or count and skip it ('skip')."""
@@ -214,13 +277,9 @@ def read_layer1(path: str | os.PathLike, on_bad_record: str = "error", progress:
     """Validate and read ``layer1.json`` (layer1 order; split = partition)."""
     path = Path(path)
     problems = problems or _Problems(on_bad_record)
-    data = load_json(path, progress)
-    if not isinstance(data, list):
-        raise Recipe1MError(f"{path}: the top level must be a list of recipes, "
-                            f"got {type(data).__name__}")
     out: list[Recipe] = []
     seen: dict[str, int] = {}
-    for i, rec in enumerate(_progress(data, progress, "layer1", len(data))):
+    for i, rec in iter_records(path, progress, "layer1", "a list of recipes"):
         if not isinstance(rec, dict):
             problems(path, i, None, f"must be an object, got {type(rec).__name__}")
             continue
@@ -252,7 +311,8 @@ def read_layer1(path: str | os.PathLike, on_bad_record: str = "error", progress:
             problems(path, i, rid, ingrs if isinstance(ingrs, str) else instrs)
             continue
         problems.dropped_ids.discard(rid)
-        out.append(Recipe(rid, title.strip(), [_fix_quantities(t) for t in ingrs], instrs,
+        part = _PARTITIONS[part]  # one shared str per split, not one per record
+        out.append(Recipe(rid, title.strip(), _join(_fix_quantities(t) for t in ingrs), _join(instrs),
                           part, part))
     return out
 
@@ -270,11 +330,8 @@ def read_layer2(path: str | os.PathLike, recipes: dict[str, Recipe], dropped_ids
     """Validate ``layer2.json`` and fill ``Recipe.images`` (image ids) in place."""
     path = Path(path)
     problems = problems or _Problems(on_bad_record)
-    data = load_json(path, progress)
-    if not isinstance(data, list):
-        raise Recipe1MError(f"{path}: the top level must be a list, got {type(data).__name__}")
     seen: dict[str, int] = {}
-    for i, rec in enumerate(_progress(data, progress, "layer2", len(data))):
+    for i, rec in iter_records(path, progress, "layer2", "a list"):
         if not isinstance(rec, dict):
             problems(path, i, None, f"must be an object, got {type(rec).__name__}")
             continue
@@ -314,22 +371,23 @@ def read_layer2(path: str | os.PathLike, recipes: dict[str, Recipe], dropped_ids
 
 def read_det_ingrs(path: str | os.PathLike, recipes: dict[str, Recipe],
                    dropped_ids: set[str] = frozenset(), on_bad_record: str = "error",
-                   progress: bool = False, problems: _Problems | None = None) -> dict[str, list[str]]:
-    """Validate ``det_ingrs.json``; return ``{id: [valid detected ingredient names]}``."""
+                   progress: bool = False, problems: _Problems | None = None,
+                   keep: bool = True) -> dict[str, list[str]]:
+    """Validate ``det_ingrs.json``; return ``{id: [valid detected ingredient names]}`` (empty with
+    ``keep=False``: validation only, nothing held)."""
     path = Path(path)
     problems = problems or _Problems(on_bad_record)
-    data = load_json(path, progress)
-    if not isinstance(data, list):
-        raise Recipe1MError(f"{path}: the top level must be a list, got {type(data).__name__}")
     out: dict[str, list[str]] = {}
-    for i, rec in enumerate(_progress(data, progress, "det_ingrs", len(data))):
+    seen: set[str] = set()
+    for i, rec in iter_records(path, progress, "det_ingrs", "a list"):
         rid = rec.get("id") if isinstance(rec, dict) else None
         if not isinstance(rid, str):
             problems(path, i, rid, "missing field 'id'")
             continue
-        if rid in out:
+        if rid in seen:
             problems(path, i, rid, "duplicate id")
             continue
+        seen.add(rid)
         ingrs, valid = rec.get("ingredients"), rec.get("valid")
         if not isinstance(ingrs, list) or not isinstance(valid, list):
             problems(path, i, rid, "missing field 'ingredients'" if not isinstance(ingrs, list)
@@ -342,9 +400,10 @@ def read_det_ingrs(path: str | os.PathLike, recipes: dict[str, Recipe],
             if rid not in dropped_ids:
                 problems(path, i, rid, f"id not in {LAYER1}")
             continue
-        out[rid] = [d["text"].strip() for d, ok in zip(ingrs, valid)
-                    if ok and isinstance(d, dict) and isinstance(d.get("text"), str)
-                    and d["text"].strip()]
+        if keep:
+            out[rid] = [d["text"].strip() for d, ok in zip(ingrs, valid)
+                        if ok and isinstance(d, dict) and isinstance(d.get("text"), str)
+                        and d["text"].strip()]
     return out
 
 
@@ -424,7 +483,8 @@ def load_root(root: str | os.PathLike, split_dir: str | os.PathLike | None = Non
     if det_ingrs or det.is_file():
         if not det.is_file():
             raise Recipe1MError(f"{det}: file not found (det_ingrs=True needs it)")
-        dets = read_det_ingrs(det, by_id, dropped_ids, progress=progress, problems=problems)
+        dets = read_det_ingrs(det, by_id, dropped_ids, progress=progress, problems=problems,
+                              keep=det_ingrs)
         if det_ingrs:
             for r in recipes:
                 if r.id in dets and dets[r.id]:

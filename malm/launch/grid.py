@@ -10,8 +10,15 @@ A grid file (``ablations/grids/*.yaml``)::
 
 Each cell trains, embeds the test split and evaluates every protocol x bag of the ``eval`` section,
 under ``<out>/runs/<variant>/seed<k>`` and ``<out>/metrics/<variant>/seed<k>`` - the same layout
-as the DVC pipeline, so ``malm grid collect`` builds the same tables. A cell is finished when its
-metrics exist; re-submitting skips finished cells and cells whose job is still queued or running.
+as the DVC pipeline, so ``malm grid collect`` builds the same tables.
+
+Cells are keyed by their resolved config: a cell is FINISHED when its metrics exist *and* the config
+its run was trained with (``<run_dir>/config.yaml``, runtime keys aside) equals the one it would run
+now. A cell whose run was made under another config (the grid's overrides, a base config file or a
+variant changed) is CHANGED: ``grid submit`` refuses it, naming the keys that differ, unless
+``--rerun-changed`` moves its old run and metrics aside (``<dir>.stale-<UTC time>``, nothing is
+deleted) and trains it again. Re-submitting skips finished cells and cells whose job is still
+queued or running.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +52,34 @@ class Cell:
     def key(self) -> str:
         return f"{self.variant}/seed{self.seed}"
 
-    def finished(self, eval_cfg: C.EvalConfig) -> bool:
+    def has_metrics(self, eval_cfg: C.EvalConfig) -> bool:
         from malm.results import bag_label
 
         d = Path(self.metrics_dir)
         return all((d / f"{p}_{bag_label(b)}.json").exists() for p in eval_cfg.protocols for b, _ in eval_cfg.bags)
+
+    def changed_keys(self, cfg: C.Config) -> list[str] | None:
+        """Dotted keys where the config the run was trained with differs from ``cfg`` (runtime keys
+        aside); None when the run has no stored config yet (never started)."""
+        stored = Path(self.run_dir) / "config.yaml"
+        if not stored.exists():
+            return None
+        return config_diff(C.identity(C.load(stored)), C.identity(cfg))
+
+    def finished(self, cfg: C.Config) -> bool:
+        return self.has_metrics(cfg.eval) and self.changed_keys(cfg) == []
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Sorted dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for k in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
 
 
 class CellJob(StageJob):
@@ -102,9 +133,11 @@ def _jobs(out: Path) -> dict:
 
 
 def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides: list[str] | None = None,
-                seeds: list[int] | None = None) -> dict:
+                seeds: list[int] | None = None, rerun_changed: bool = False) -> dict:
     """Submit the unfinished, inactive cells of a grid as ONE job array; returns {cell: job id}.
-    ``seeds``: only the cells of these seeds (of the grid's own); the rest can follow later."""
+    ``seeds``: only the cells of these seeds (of the grid's own); the rest can follow later.
+    A CHANGED cell (its run was made under another config) is refused, or with ``rerun_changed``
+    its old run and metrics are moved aside and it is trained again."""
     from malm.launch.submit import submit_array
 
     grid, cells = load_grid(path, cli_overrides)
@@ -118,6 +151,21 @@ def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides:
     out.mkdir(parents=True, exist_ok=True)
     jobs = _jobs(out)
     states = cell_states(grid, cells)
+    changed = [(c, states[c.key]["changed"]) for c, _ in cells if states[c.key]["state"] == "CHANGED"]
+    if changed and not rerun_changed:
+        lines = "\n".join(f"  {c.key} ({c.run_dir}): {', '.join(keys)}" for c, keys in changed)
+        raise C.ConfigError(f"{path}: {len(changed)} cell(s) hold results made under another config "
+                            f"(the keys that differ):\n{lines}\nre-run them with `malm grid submit "
+                            f"{path} --rerun-changed` (their old runs and metrics are moved aside, "
+                            "not deleted), or give the grid another `out`")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for c, keys in changed:
+        for d in (Path(c.run_dir), Path(c.metrics_dir)):
+            if d.exists():
+                d.rename(d.with_name(f"{d.name}.stale-{stamp}"))
+        log.warning("%s: config changed (%s); old run and metrics moved to *.stale-%s",
+                    c.key, ", ".join(keys), stamp)
+        states[c.key]["state"] = "NOT SUBMITTED"
     todo = [(c, cfg) for c, cfg in cells if states[c.key]["state"] not in ACTIVE_STATES | {"FINISHED"}]
     skipped = len(cells) - len(todo)
     if not todo:
@@ -137,7 +185,9 @@ def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides:
 
 
 def cell_states(grid: dict, cells: list[tuple[Cell, C.Config]]) -> dict[str, dict]:
-    """{cell key: {state, job_id}}: FINISHED when its metrics exist, else the scheduler's state."""
+    """{cell key: {state, job_id, changed}}: FINISHED when its metrics exist and its run was made
+    under the cell's config; CHANGED when the run was made under another one (``changed`` lists the
+    keys that differ); else the scheduler's state."""
     import submitit
 
     from malm.launch.submit import job_state
@@ -146,18 +196,24 @@ def cell_states(grid: dict, cells: list[tuple[Cell, C.Config]]) -> dict[str, dic
     out = {}
     for c, cfg in cells:
         rec = jobs.get(c.key, {})
-        if c.finished(cfg.eval):
+        diff, has_metrics = c.changed_keys(cfg), c.has_metrics(cfg.eval)
+        if has_metrics and diff == []:
             state = "FINISHED"
-        elif not rec:
-            state = "NOT SUBMITTED"
         elif rec.get("executor") == "slurm":
             try:
                 state = job_state(submitit.SlurmJob(rec["folder"], rec["job_id"]))
             except Exception as exc:  # sacct unavailable: say so rather than guess
                 state = f"UNKNOWN ({exc.__class__.__name__})"
-        else:
+        elif rec:
             state = "SUBMITTED (local)"
-        out[c.key] = {"state": state, "job_id": rec.get("job_id", "")}
+        else:
+            state = "NOT SUBMITTED"
+        if state not in ACTIVE_STATES and state != "FINISHED":  # a job in flight is left alone
+            if diff:
+                state = "CHANGED"
+            elif has_metrics:  # metrics without the config of the run that made them
+                state, diff = "CHANGED", ["(no config.yaml in the run directory)"]
+        out[c.key] = {"state": state, "job_id": rec.get("job_id", ""), "changed": diff or []}
     return out
 
 
@@ -166,7 +222,8 @@ def status(path: str | os.PathLike) -> dict[str, dict]:
     states = cell_states(grid, cells)
     width = max(len(k) for k in states)
     for key, st in states.items():
-        print(f"{key:<{width}}  {st['job_id']:>10}  {st['state']}")
+        why = f" ({', '.join(st['changed'])} differ)" if st["state"] == "CHANGED" else ""
+        print(f"{key:<{width}}  {st['job_id']:>10}  {st['state']}{why}")
     done = sum(s["state"] == "FINISHED" for s in states.values())
     print(f"grid {grid['name']}: {done}/{len(states)} cells finished")
     return states
@@ -178,6 +235,12 @@ def collect(path: str | os.PathLike, dataset: str = "synthetic") -> dict[str, Pa
 
     grid, cells = load_grid(path)
     out = Path(grid["out"])
+    stale = [f"{c.key}: {', '.join(c.changed_keys(cfg) or [])}" for c, cfg in cells
+             if c.changed_keys(cfg) and c.has_metrics(cfg.eval)]
+    if stale:
+        raise C.ConfigError(f"{path}: these cells' metrics were made under another config, so the "
+                            "tables would mix two experiments:\n  " + "\n  ".join(stale)
+                            + f"\nre-run them (malm grid submit {path} --rerun-changed) first")
     return build_tables(out / "metrics", out / "tables", out / "figures", out / "summary.json",
                         runs_dir=out / "runs", dataset=dataset,
                         order=list(dict.fromkeys(c.variant for c, _ in cells)))

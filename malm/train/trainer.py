@@ -75,7 +75,7 @@ def make_loader(cfg: C.Config, cache_dir: Path, split: str, train: bool, batch_s
     from malm.data.masking import MaskingCollate
 
     ds = RecipeImageDataset(cache_dir, split, train=train, image_size=cfg.model.image.img_size,
-                            seed=cfg.train.seed)
+                            seed=cfg.train.seed, image_sampling=cfg.data.image_sampling)
     collate = MaskingCollate(num_patches(cfg), cfg.model.mask.ratio if train else 0.0,
                              cfg.model.mask.recipe_ratio if train else 0.0, mask_id=2,
                              seed=cfg.train.seed)
@@ -220,16 +220,41 @@ def input_fingerprints(cfg: C.Config) -> dict[str, str]:
     """sha256 of the local files a run starts from (``model.image.pretrained``), so that a run
     resumed under the same config but with rebuilt weights (``dvc repro`` after the pretrain
     stage changed) is recognised as a different run instead of a finished one."""
-    import hashlib
-
     spec = cfg.model.image.pretrained
     if not spec or not Path(spec).is_file():
         return {}
+    return {"model.image.pretrained": _sha256(spec)}
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
     h = hashlib.sha256()
-    with open(spec, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return {"model.image.pretrained": h.hexdigest()}
+    return h.hexdigest()
+
+
+def code_fingerprint() -> dict[str, str]:
+    """{package-relative path: sha256} of every ``malm`` source file this process has imported:
+    the code a run was trained with. A run resumed under changed code is a different run (DVC
+    re-runs ``train`` after a code edit, and a finished checkpoint must not count as its result)."""
+    import sys
+
+    pkg = Path(__file__).resolve().parents[1]
+    out = {}
+    for name, module in list(sys.modules.items()):
+        f = getattr(module, "__file__", None)
+        if (name == "malm" or name.startswith("malm.")) and f and Path(f).suffix == ".py":
+            out[Path(f).resolve().relative_to(pkg).as_posix()] = _sha256(f)
+    return dict(sorted(out.items()))
+
+
+def changed_code(recorded: dict[str, str]) -> list[str]:
+    """The files of a recorded ``code_fingerprint`` that differ (or are gone) now."""
+    pkg = Path(__file__).resolve().parents[1]
+    return [f for f, h in recorded.items() if not (pkg / f).is_file() or _sha256(pkg / f) != h]
 
 
 def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world: int,
@@ -254,8 +279,10 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
         saved = C.from_dict(state["config"])
         changed = C.identity(saved) != C.identity(cfg)
         changed_inputs = [k for k in inputs if state.get("inputs", {}).get(k) != inputs[k]]
-        if changed or changed_inputs:
-            what = "config" if changed else f"the file behind {', '.join(changed_inputs)}"
+        code = changed_code(state.get("code", {}))
+        if changed or changed_inputs or code:
+            what = ("config" if changed else f"the file behind {', '.join(changed_inputs)}" if changed_inputs
+                    else f"code (malm/{', malm/'.join(code)})")
             if not restart_on_config_change:
                 raise C.ConfigError(f"{ckpt_path} was made with a different {what}; use a new --run-dir "
                                     f"(see {run_dir / 'config.yaml'} for the config it was made with)")
@@ -382,7 +409,8 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
                 "config": C.to_dict(cfg), "epoch": epoch + 1, "history": history, "wall_s": wall,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "finished": finished, "metrics": metrics, "best": best, "inputs": inputs})
+                "finished": finished, "metrics": metrics, "best": best, "inputs": inputs,
+                "code": code_fingerprint()})
             C.atomic_write_json(run_dir / "history.json", history)
             for k, v in row.items():
                 if k != "epoch":
@@ -409,7 +437,7 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu",
     best epoch on validation: medR, then R@1, T-Food's saving criteria). ``info`` says which file
     and epoch were loaded.
     """
-    from malm.data.cache import prepare
+    from malm.data.cache import require_cache
     from malm.models.malm import build_model
 
     if checkpoint not in CHECKPOINT_CHOICES:
@@ -424,7 +452,7 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu",
     last = load_checkpoint(run_dir / CHECKPOINT) if checkpoint == "best" else state
     if not last.get("finished"):
         log.warning("%s is not finished (epoch %d of %d)", run_dir, last["epoch"], cfg.train.epochs)
-    cache_dir = prepare(cfg.data, progress=False)
+    cache_dir = require_cache(cfg.data, who=f"loading the trained run {run_dir}")
     model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir))
     model.load_state_dict(state["model"])
     info = {"checkpoint": checkpoint, "checkpoint_file": path.name, "checkpoint_epoch": int(state["epoch"])}
