@@ -61,6 +61,12 @@ def build_config(args: argparse.Namespace) -> C.Config:
     return variants.resolve_from_files(args.variant, getattr(args, "config", None) or [], overrides)
 
 
+def build_base_config(args: argparse.Namespace) -> C.Config:
+    """--config files <- key=value overrides, no variant: for commands whose config does not depend
+    on it (data prepare, pretrain), so a variant edit does not make DVC rebuild their outputs."""
+    return C.from_files(getattr(args, "config", None) or [], C.parse_overrides(getattr(args, "overrides", None) or []))
+
+
 def _add_config_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
     if variant:
         p.add_argument("--variant", default="malm", help="Registered variant name (see `malm variants`).")
@@ -100,7 +106,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from malm.data.cache import prepare
 
-    cfg = build_config(args)
+    cfg = build_base_config(args)
     if cfg.data.synthetic:  # the embedded default; generate() is a no-op when already complete
         from malm.data.synth import generate
 
@@ -124,8 +130,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from malm.train.pretrain import pretrain
 
-    args.variant = "baseline"  # the image encoder's config does not depend on the variant
-    summary = pretrain(build_config(args))
+    summary = pretrain(build_base_config(args))
     print(json.dumps({k: summary[k] for k in ("weights", "corpus", "steps", "samples", "minutes", "final")},
                      indent=2))
     return 0
@@ -260,7 +265,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="Build the one-off preprocessing cache (vocabulary, token ids, image cache).",
                         epilog="Config keys:\n" + config_help())
     _add_config_args(p, variant=False)
-    p.set_defaults(func=cmd_data_prepare, variant="malm")
+    p.set_defaults(func=cmd_data_prepare)
 
     # variants
     p = sub.add_parser("variants", help="List the registered baselines and ablations.")

@@ -450,6 +450,24 @@ def identity(cfg: Config) -> dict:
     return d
 
 
+def config_sections(params: Mapping[str, Any]) -> dict:
+    """The part of a params file that is config (params.yaml also holds ``pipeline``,
+    ``variant_overrides``, ...)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return {k: v for k, v in params.items() if k in names}
+
+
+def from_files(config_files: Iterable[str | os.PathLike] = (), *overlays: Mapping[str, Any]) -> Config:
+    """Defaults <- config files <- ``overlays``, with no variant: for the stages whose config does
+    not depend on the variant (``data prepare``, ``pretrain``)."""
+    cfg = Config()
+    for path in config_files:
+        cfg = merge(cfg, config_sections(load_yaml(path)))
+    for overlay in overlays:
+        cfg = merge(cfg, overlay)
+    return cfg
+
+
 def from_dict(d: Mapping[str, Any]) -> Config:
     return merge(Config(), d)
 

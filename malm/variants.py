@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-import dataclasses
 import os
 from typing import Any, Iterable, Mapping
 
-from malm.config import Config, ConfigError, load_yaml, merge
+from malm.config import Config, ConfigError, config_sections, load_yaml, merge
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANT_DIRS = (REPO_ROOT / "baselines", REPO_ROOT / "ablations")
@@ -91,11 +90,10 @@ def resolve_from_files(name: str, config_files: Iterable[str | os.PathLike] = ()
     """The config of variant ``name`` as every entry point builds it: config files (params.yaml,
     configs/*.yaml; their non-config keys such as ``pipeline`` are ignored) <- the variant's overlay
     <- each file's ``variant_overrides.<name>`` <- ``overlays`` in order (CLI overrides, grid cells)."""
-    sections = {f.name for f in dataclasses.fields(Config)}
     base, per_variant = Config(), []
     for path in config_files:
         params = load_yaml(path)
-        base = merge(base, {k: v for k, v in params.items() if k in sections})
+        base = merge(base, config_sections(params))
         per_variant.append((params.get("variant_overrides") or {}).get(name) or {})
     cfg = resolve(name, base)
     for overlay in (*per_variant, *overlays):

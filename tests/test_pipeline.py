@@ -165,7 +165,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     sh(["git", "add", "-A"], repo)
     sh(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "results"], repo)
     sh([DVC, "exp", "run", "-n", "few-pairs", "-S", "grounding.pairs=20"], repo)
-    assert "few-pairs" in sh([DVC, "exp", "show", "--no-pager"], repo).stdout
+    assert "few-pairs" in sh([DVC, "exp", "show", "--csv"], repo).stdout
 
     def pairs() -> int:
         g = json.loads((repo / "results/grounding/malm/seed0/grounding.json").read_text())
