@@ -32,6 +32,7 @@ import pandas as pd
 
 from malm import config as C
 from malm import variants
+from malm.io import write_table
 
 
 def curve_rows(history: list[dict]) -> list[dict]:
@@ -70,7 +71,7 @@ def project(rows: list[dict], target: float) -> dict | None:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """R@1 (both directions) and medR against samples seen, saved atomically."""
-    from malm.plots import plt, save
+    from malm.report.figures import plt, save
 
     x = [r["samples"] / 1e3 for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['epoch']:>5} {r['samples']:>8} {r['train_s']:>8.0f} {r['samples_per_s']:>6.0f} "
               f"{r['img2rec_R@1']:>8.1f} {r['rec2img_R@1']:>8.1f} {r['img2rec_medR']:>9.1f}")
-    C.atomic_write_text(out / "curve.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_table(pd.DataFrame(rows), out / "curve.csv")
     plot(rows, out / "curve.png", f"{args.variant}, seed {cfg.train.seed}")
     p = project(rows, args.target)
     if p is None:

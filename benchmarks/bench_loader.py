@@ -31,9 +31,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from malm import config as C
-from malm.data.cache import JpegRows, load_manifest, prepare
+from malm.data.cache import load_manifest, prepare
+from malm.data.store import JpegRows
 from malm.data.dataset import RecipeImageDataset, collate
-from malm.data.synth import generate
+from malm.synth.write import generate
 
 GPU_TARGET = 1600  # img/s: MALM's training step on one H200 (the scale issue's goal)
 

@@ -50,7 +50,8 @@ from typing import Any, Callable
 import torch
 
 from malm import variants
-from malm.config import Config, atomic_write_json, load_yaml, merge, to_dict
+from malm.config import Config, load_yaml, merge, to_dict
+from malm.io import atomic_write_json
 from malm.losses import MALMCriterion
 from malm.models import build_model
 from malm.models.image import create_vit

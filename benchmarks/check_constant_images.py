@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from malm.data.cache import prepare
-    from malm.data.synth import generate
+    from malm.synth.write import generate
     from malm.train.trainer import train
 
     out = Path(args.out).absolute()

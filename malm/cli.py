@@ -87,9 +87,9 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from malm.data.synth import SynthConfig, generate
+    from malm.synth.write import generate
 
-    cfg = dataclass_from_args(SynthConfig, args)
+    cfg = dataclass_from_args(C.SynthConfig, args)
     summary = generate(args.out, cfg, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -108,7 +108,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
     cfg = build_base_config(args)
     if cfg.data.synthetic:  # the embedded default; generate() is a no-op when already complete
-        from malm.data.synth import generate
+        from malm.synth.write import generate
 
         generate(cfg.data.root, cfg.synth, progress=True)
     path = prepare(cfg.data, progress=True)
@@ -164,14 +164,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir):
             print(path)
         return 0
-    from malm.eval.protocol import evaluate, load_embeddings
+    from malm.eval.embeddings import load_embeddings
+    from malm.eval.protocol import evaluate
 
     image, recipe, ids = load_embeddings(args.emb)
     result = evaluate(image, recipe, ids, protocol=args.protocol, bag_size=args.bag_size,
                       n_bags=args.n_bags, seed=args.seed)
     result["embeddings"] = str(args.emb)
     if args.out:
-        C.atomic_write_json(args.out, result)
+        from malm.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
     summary = {d: {k: round(v["mean"], 2) for k, v in result[d].items()} for d in ("img2rec", "rec2img")}
     print(f"protocol={args.protocol} bag={args.bag_size} x{args.n_bags}: {json.dumps(summary)}")
     return 0
@@ -241,8 +244,6 @@ def make_parser() -> argparse.ArgumentParser:
     # data
     data = sub.add_parser("data", help="Recipe1M-format data: synthesise, check, prepare the cache.")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    from malm.data.synth import SynthConfig
-
     p = dsub.add_parser("synth", formatter_class=fmt,
                         help="Write the synthetic dataset in Recipe1M's exact file format.",
                         description="Write a deterministic synthetic dataset in Recipe1M's file format "
@@ -250,7 +251,7 @@ def make_parser() -> argparse.ArgumentParser:
                                     "Size and difficulty knobs below.")
     p.add_argument("--out", required=True, help="Output folder (the Recipe1M-format root).")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
-    add_dataclass_args(p, SynthConfig)
+    add_dataclass_args(p, C.SynthConfig)
     p.set_defaults(func=cmd_data_synth)
 
     p = dsub.add_parser("check", help="Validate a Recipe1M-format root and count recipes/images/pairs.",

@@ -6,12 +6,15 @@ default follows T-Food / H-T and the field's help says so (see ``shared/spec/mal
 
 Overrides are dotted ``key=value`` strings (``train.epochs=3 model.mask.ratio=0.5``); values are
 parsed as YAML, so ``null``, numbers and lists work.
+
+This module is the schema only, the bottom of the package's layers: each section's defaults beside
+its fields, merging, overrides and YAML files. It imports nothing from the package but the atomic
+writer :mod:`malm.io` (``save``), so every module can read its section without pulling in code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from malm.data.synth import SynthConfig  # the `synth` section lives beside its generator
+from malm.io import atomic_write_text
 
 
 def _f(default: Any, help: str, choices: tuple | None = None,  # noqa: A002 - mirrors argparse
@@ -59,7 +62,9 @@ class DataConfig:
                             "or skip (drop it and count it in the cache manifest).")
     split_dir: str | None = _f(None, "Optional folder with H-T split id lists "
                                "(train.txt/val.txt/test.txt, one recipe id per line).")
-    image_size: int = _f(64, "Side of the square image fed to the model (paper: 224).")
+    image_size: int = _f(64, "Deprecated alias of model.image.img_size, kept so that existing params "
+                         "files load: it always takes model.image.img_size's value (a value given "
+                         "here is replaced), and the cache checks that crops of that side fit.")
     cache_image_size: int = _f(72, "Side of the pre-resized image cache (paper: 256 as H-T's "
                                "resize before the 224 random crop).")
     max_images_per_recipe: int | None = _f(None, "Cache at most this many images of a recipe (its "
@@ -88,6 +93,63 @@ class DataConfig:
                                  "(T-Food nb_indices_same_class: 2).")
 
 
+# ---------------------------------------------------------------------------------------- synth
+@dataclass
+class SynthConfig:
+    """Size, difficulty and seed of the synthetic dataset (the ``synth`` config section)."""
+
+    seed: int = _f(0, "Seed of the whole dataset: same seed and config give byte-identical files.")
+    n_train: int = _f(10000, "Train recipes with images (text-only recipes come on top).")
+    n_val: int = _f(2000, "Val recipes with images.")
+    n_test: int = _f(10500, "Test recipes with images (the 10k protocol needs >= 10000).")
+    text_only_frac: float = _f(0.1, "Fraction of each split's recipes that have no image (text only).")
+    multi_image_frac: float = _f(0.12, "Fraction of recipes with images that have 2..max_images renderings.")
+    max_images: int = _f(3, "Most images per recipe.")
+    image_size: int = _f(64, "Side of the saved JPEGs in pixels (drawn at twice this, then downsampled).")
+    min_ingredients: int = _f(2, "Fewest visible ingredients per dish.")
+    max_ingredients: int = _f(8, "Most visible ingredients per dish.")
+    max_pantry: int = _f(4, "Most invisible pantry lines (salt, oil, water, ...) per recipe.")
+    lookalike_frac: float = _f(0.1, "Fraction of ingredients paired into look-alikes (same texture and "
+                               "shape, colour within +-10): harder to tell apart from pixels.")
+    noise: float = _f(0.04, "Std of Gaussian pixel noise, as a fraction of 255.")
+    color_jitter: float = _f(0.08, "Std of colour / brightness jitter per ingredient and image "
+                             "(fraction of 255).")
+    occlusion: float = _f(0.3, "0..1: overlap between ingredient groups and chance of sauce drizzled "
+                          "over them.")
+    n_ingredients: int = _f(0, "Use only this many of the most popular ingredients (0 = all 156): fewer "
+                            "ingredients to tell apart make the benchmark easier.")
+    piece_scale: float = _f(1.0, "Scale of the ingredient pieces (1 = the vocabulary's sizes; larger "
+                            "pieces are easier to see at low resolution). Stacked layers keep their size.")
+    zipf_a: float = _f(1.1, "Zipf exponent of ingredient popularity (0 = uniform; larger = longer tail).")
+    dish_zipf_a: float = _f(0.5, "Zipf exponent of dish-type frequency (0 = balanced classes).")
+    jpeg_quality: int = _f(90, "JPEG quality of the saved images.")
+    workers: int = _f(2, "Rendering processes (does not change the output).")
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"SynthConfig: {msg}")
+        need(min(self.n_train, self.n_val, self.n_test) >= 0, "split sizes must be >= 0")
+        need(0 <= self.text_only_frac < 1 and 0 <= self.multi_image_frac <= 1,
+             "text_only_frac must lie in [0, 1) and multi_image_frac in [0, 1]")
+        need(self.max_images >= 1, "max_images must be >= 1")
+        need(16 <= self.image_size <= 1024, "image_size must lie in [16, 1024]")
+        need(1 <= self.min_ingredients <= self.max_ingredients <= 20,
+             "need 1 <= min_ingredients <= max_ingredients <= 20")
+        need(0 <= self.lookalike_frac <= 1 and 0 <= self.occlusion <= 1,
+             "lookalike_frac and occlusion lie in [0, 1]")
+        need(min(self.noise, self.color_jitter, self.zipf_a, self.dish_zipf_a, self.max_pantry) >= 0,
+             "noise, color_jitter, zipf exponents and max_pantry must be >= 0")
+        need(self.n_ingredients == 0 or self.n_ingredients >= self.max_ingredients,
+             "n_ingredients must be 0 (all) or >= max_ingredients")
+        need(0.25 <= self.piece_scale <= 4, "piece_scale must lie in [0.25, 4]")
+        need(1 <= self.jpeg_quality <= 100 and self.workers >= 0, "jpeg_quality in [1, 100], workers >= 0")
+
+    def output_config(self) -> dict:
+        """The fields that determine the files (all but ``workers``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "workers"}
+
+
 # ---------------------------------------------------------------------------------------- model
 @dataclass
 class ImageEncoderConfig:
@@ -102,6 +164,11 @@ class ImageEncoderConfig:
     allow_random_init: bool = _f(True, "With no pretrained weights, start from random init instead of "
                                  "failing (the CPU default; the paper config sets false).")
     drop_path_rate: float = _f(0.0, "Stochastic depth rate.")
+
+    @property
+    def num_patches(self) -> int:
+        """Patches P of the square input: (img_size // patch_size)^2."""
+        return (self.img_size // self.patch_size) ** 2
 
 
 @dataclass
@@ -292,6 +359,11 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     variant: str = _f("malm", "Name of the variant this config was built for.")
 
+    def __post_init__(self) -> None:
+        # data.image_size is a deprecated alias: the model's input side is the one source of truth
+        if self.data.image_size != self.model.image.img_size:
+            self.data = dataclasses.replace(self.data, image_size=self.model.image.img_size)
+
 
 # -------------------------------------------------------------------------------------- helpers
 class ConfigError(ValueError):
@@ -480,6 +552,3 @@ def save(cfg: Any, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike) -> Config:
     return from_dict(load_yaml(path))
 
-
-# The one atomic-write helper lives in malm.io; these names stay importable from here.
-from malm.io import atomic_write_json, atomic_write_text  # noqa: E402,F401

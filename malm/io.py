@@ -1,10 +1,15 @@
-"""Atomic file writes: the one helper every writer of the suite goes through.
+"""File output of the suite: the one atomic-write helper every writer goes through, and the
+checkpoint files that training writes and evaluation reads.
 
 A reader (DVC, a resumed run, a notebook) never sees half a file: the content goes to a temporary
 file in the target's folder, is flushed to disk, given the permissions a plain ``open(path, "w")``
 would give (``tempfile.mkstemp`` creates 0600 files, which would hide results from the group on a
 shared cluster), and renamed onto the target. On any error the temporary file is removed and the
 old target, if any, is left as it was.
+
+This module sits below every other one (it imports nothing from the package; torch and matplotlib
+only inside the functions that need them), so the config, the data cache, evaluation and the
+report can all write through it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+# Files of a training run directory that evaluation reads back.
+CHECKPOINT = "checkpoint.pt"             # the last finished epoch (resume)
+BEST_CHECKPOINT = "checkpoint_best.pt"   # the best epoch on validation (T-Food's saving criteria)
+CHECKPOINT_CHOICES = {"best": BEST_CHECKPOINT, "last": CHECKPOINT}
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it; read per write, so a umask changed
-    after import is honoured)."""
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give under the process umask (read per call, so a
+    umask changed after import is honoured)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextmanager
@@ -42,7 +52,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -61,3 +71,45 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def write_table(df: Any, path: str | os.PathLike) -> Path:
+    """A pandas DataFrame as ``.parquet`` or (any other suffix) CSV, without the index."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+    return path
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as an image (format from the suffix, 120 dpi, tight), then closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# -------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` through :func:`atomic_path`: never a torn checkpoint."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint holds tensors, numbers, strings and dicts only."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torn/foreign files: say which file
+        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc

@@ -580,7 +580,7 @@ def export(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, caption: str
            ) -> dict[str, Path]:
     """``<out_dir>/<name>.md`` (caption + pipe table(s), ``to_markdown``) and ``<name>.tex``;
     returns both paths."""
-    from malm.config import atomic_write_text
+    from malm.io import atomic_write_text
 
     out = Path(out_dir)
     md = (f"{caption}\n\n" if caption else "") + to_markdown(df) + "\n"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from malm.eval import stats
+from malm.eval.names import bag_label
 
 COLUMNS = ["variant", "display", "seed", "protocol", "bag_size", "n_bags", "direction", "metric",
            "value", "std", "dataset", "source"]
@@ -35,11 +36,6 @@ COMPARISON_COLUMNS = ["variant", "reference", "display", "reference_display", "c
                       "ci_high", "p_better", "n_seeds", "resampling", "dataset"]
 # one (run set, metric) = one [seeds, bags] array; its rows are matched on these columns
 RUN_KEYS = ["variant", "protocol", "bag_size", "n_bags"]
-
-
-def bag_label(bag_size: int) -> str:
-    """'1k', '10k' for multiples of 1000, else the number ('100'): the one bag label of the suite."""
-    return f"{bag_size // 1000}k" if bag_size % 1000 == 0 else str(bag_size)
 
 
 def _display(variant: str) -> str:
@@ -444,7 +440,7 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     (paired differences, ``compare``) and ``tables.md``; figures (figures_dir) and a small metrics
     JSON for ``dvc metrics show`` (metrics_path)."""
     from malm import plots
-    from malm.config import atomic_write_json, atomic_write_text
+    from malm.io import atomic_write_json, atomic_write_text
 
     out, figs = Path(out_dir), Path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)

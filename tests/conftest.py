@@ -19,7 +19,7 @@ def tiny_data(tmp_path_factory) -> dict[str, str]:
     """data.* overrides pointing at a tiny synthetic tree and its prepared cache."""
     from malm import config as C
     from malm.data.cache import prepare
-    from malm.data.synth import generate
+    from malm.synth.write import generate
 
     root = tmp_path_factory.mktemp("tiny")
     smoke = C.merge(C.Config(), C.load_yaml(SMOKE))

@@ -15,11 +15,11 @@ import torch
 
 from malm import config as C
 from malm import variants
+from malm.data.cache import vocab_size
 from malm.data.dataset import RecipeImageDataset
 from malm.data.masking import MaskingCollate
 from malm.losses.criterion import MALMCriterion
 from malm.models.malm import build_model
-from malm.train.trainer import vocab_size
 
 N_PER_RANK = 16
 

@@ -1,4 +1,4 @@
-"""Tiny hand-made Recipe1M trees for the data tests (independent of ``malm.data.synth``)."""
+"""Tiny hand-made Recipe1M trees for the data tests (independent of ``malm.synth``)."""
 
 from __future__ import annotations
 

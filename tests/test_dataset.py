@@ -13,7 +13,8 @@ import torch
 from tokenizers import Tokenizer, trainers
 
 import malm.data.cache as cache_mod
-from malm.data.cache import is_cached, load_manifest, load_resized, prepare
+from malm.data.cache import is_cached, load_manifest, prepare
+from malm.data.store import load_resized
 from malm.data.dataset import RecipeImageDataset, collate
 from malm.data.masking import MaskingCollate, mask_tokens, random_patch_mask
 from malm.data.recipe1m import Recipe1MError

@@ -47,8 +47,8 @@ def test_every_writer_goes_through_the_helper(tmp_path):
     from malm import config as C
     from malm import plots
     from malm.results import _write_csv
-    from malm.train.checkpoint import save_checkpoint
-    from malm.train.trainer import save_embeddings
+    from malm.eval.embeddings import save_embeddings
+    from malm.io import save_checkpoint
 
     old = os.umask(0o022)
     try:

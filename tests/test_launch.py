@@ -127,7 +127,7 @@ def _finished_cell(grid_file, tmp_path, epochs: int):
 
     from malm import config as C
     from malm.launch.grid import load_grid
-    from malm.results import bag_label
+    from malm.eval.names import bag_label
 
     grid_file.write_text(yaml.safe_dump({"name": "g", "variants": ["baseline"], "seeds": [0],
                                          "out": str(tmp_path / "out"),

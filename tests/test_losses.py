@@ -14,7 +14,8 @@ from malm.config import LossConfig, merge
 from malm.losses import (GlobalContrastiveLoss, LocalContrastiveLoss, MALMCriterion,
                          MaskedDistillLoss, SemanticTripletLoss)
 from malm.losses.criterion import loss_terms
-from malm.train.ema import EMATeacher, cosine_momentum_schedule
+from malm.models.ema import EMATeacher
+from malm.train.schedules import cosine_momentum_schedule
 
 
 @pytest.fixture(autouse=True)

@@ -127,7 +127,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     assert ran_stages(p.stdout) == set(), p.stdout
 
     # editing code marks exactly the stages that read it as changed
-    for edited, must, must_not in [("malm/variants.py", {"train@malm-0", "train@baseline-0"}, {"prepare"}),
+    for edited, must, must_not in [("malm/variants/__init__.py", {"train@malm-0", "train@baseline-0"}, {"prepare"}),
                                    ("malm/eval/grounding.py", {"grounding@malm-0"}, {"train@malm-0", "prepare"}),
                                    ("malm/eval/stats.py", {"tables", "report"}, {"prepare", "pretrain"})]:
         original = (repo / edited).read_text()

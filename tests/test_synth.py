@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from malm.data.synth import COMPLETE, SynthConfig, build_vocabulary, generate, image_path, plan_recipes
-from malm.data.synth_text import plural
-from malm.data.synth_vocab import DISHES, INGREDIENTS
+from malm.config import SynthConfig
+from malm.synth.plan import build_vocabulary, plan_recipes
+from malm.synth.text import plural
+from malm.synth.vocab import DISHES, INGREDIENTS
+from malm.synth.write import COMPLETE, generate, image_path
 
 TINY = dict(n_train=30, n_val=10, n_test=20, image_size=32)
 HEX10 = re.compile(r"^[0-9a-f]{10}$")

@@ -127,7 +127,7 @@ def test_code_fingerprint_names_the_files_that_changed():
 def test_a_run_made_by_other_code_is_a_different_run(tmp_path, tiny_data):
     """DVC re-runs `train` after a code edit; the finished checkpoint (same config) must not count:
     refused naming the file, or restarted with --restart-on-config-change."""
-    from malm.train.checkpoint import load_checkpoint, save_checkpoint
+    from malm.io import load_checkpoint, save_checkpoint
 
     run_dir = tmp_path / "run"
     args = train_args(run_dir, tiny_data, variant="baseline", **{"train.epochs": 1})

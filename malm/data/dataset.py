@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from malm.data.cache import JpegRows, load_manifest
+from malm.data.cache import load_manifest
+from malm.data.store import JpegRows
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from malm.data.dataset import CLIP_MEAN, CLIP_STD, RecipeImageDataset, collate
+from malm.eval.embed import load_trained, resolve_device
+from malm.io import atomic_write_json, save_figure
+from malm.models.recipe import pack_components, used_length
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +153,6 @@ def ingredient_columns(title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.T
     -> cols [B, I] long (the token column of line k of row b; -1 when that line is absent or not
        encoded), pad [B, S] bool (the pad mask the encoder returns for this batch)
     """
-    from malm.models.recipe import pack_components, used_length
-
     B, I = ingrs.shape[:2]
     lt = used_length(title != 0)
     comps, pads = [torch.zeros(B, lt, 1, dtype=torch.long, device=title.device)], [title[:, :lt] == 0]
@@ -326,11 +331,6 @@ def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, s
     the crops, boxes and attention maps of the first N images with a scored ingredient (figure).
     Raises :class:`NoMatchingModule` when the model has no matching module.
     """
-    from torch.utils.data import DataLoader, Subset
-    from tqdm import tqdm
-
-    from malm.data.dataset import CLIP_MEAN, CLIP_STD, RecipeImageDataset, collate
-
     check_matching(model, getattr(cfg, "variant", "?"))
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -448,13 +448,8 @@ def grounding_figure(examples: list[dict], path: str | os.PathLike, title: str =
     ``max_ingredients`` maps of A_I's ingredient column over the patches (on a grey copy of the
     crop, colour scaled per map, patch grid dotted), each with its box and the pointer patch
     (green: hit, red: miss)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-
-    from malm.plots import save
 
     if not examples:
         raise ValueError("no example to draw")
@@ -506,7 +501,7 @@ def grounding_figure(examples: list[dict], path: str | os.PathLike, title: str =
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -521,9 +516,6 @@ def run_grounding(run_dir: str | os.PathLike, truth_path: str | os.PathLike | No
     without a matching module gives ``{"has_matching": false, "reason": ...}`` (also written to
     ``out``) instead of an error, so a stage over every variant does not stop at the baseline.
     """
-    from malm.config import atomic_write_json
-    from malm.train.trainer import load_trained, resolve_device
-
     dev = resolve_device(device)
     model, cfg, cache_dir, info = load_trained(run_dir, dev, checkpoint)
     truth_path = Path(truth_path) if truth_path else Path(cfg.data.root) / "synth_truth.json"

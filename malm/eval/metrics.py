@@ -29,9 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RECALL_KS: tuple[int, ...] = (1, 5, 10)
-DIRECTIONS: tuple[str, str] = ("img2rec", "rec2img")
-METRIC_NAMES: tuple[str, ...] = ("medR",) + tuple(f"R@{k}" for k in RECALL_KS)
+from malm.eval.names import RECALL_KS
 
 # Elements of the reused comparison buffer in ``ranks`` (8M float32 = 32 MB). Few large blocks beat
 # many small ones on a busy CPU, where every op pays an OpenMP barrier.

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from malm.config import atomic_write_json
-from malm.eval.metrics import DIRECTIONS, METRIC_NAMES, aggregate, bag_metrics
-
-PROTOCOLS: tuple[str, str] = ("tfood", "ht")
+from malm.eval.metrics import aggregate, bag_metrics
+from malm.eval.names import DIRECTIONS, METRIC_NAMES, PROTOCOLS, bag_label
+from malm.io import atomic_write_json
 
 
 def bag_indices(ids: Sequence[Any] | np.ndarray, protocol: str = "tfood", bag_size: int = 1000,
@@ -109,8 +107,7 @@ def flat_metrics(result: dict) -> dict[str, float]:
 
     ``<bag>`` is ``1k``/``10k`` for multiples of 1000, else the number, e.g. ``tfood/1k/img2rec/R@1_mean``.
     """
-    b = result["bag_size"]
-    bag = f"{b // 1000}k" if b % 1000 == 0 else str(b)
+    bag = bag_label(result["bag_size"])
     return {f"{result['protocol']}/{bag}/{d}/{m}_{s}": v
             for d in DIRECTIONS for m, stats in result[d].items() for s, v in stats.items()}
 
@@ -118,42 +115,6 @@ def flat_metrics(result: dict) -> dict[str, float]:
 def save_result(result: dict, path: str | os.PathLike) -> None:
     """Write an ``evaluate`` result as JSON (atomically)."""
     atomic_write_json(path, result)
-
-
-def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``EMB.npz`` holding ``image [N, D]``, ``recipe [N, D]`` (float) and ``ids [N]``.
-
-    Returns ``(image float32, recipe float32, ids)``. Every error names the file.
-    """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("image", "recipe", "ids") if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {', '.join(missing)} "
-                                 f"(found: {', '.join(z.files) or 'none'})")
-            image, recipe, ids = z["image"], z["recipe"], z["ids"]
-    except (OSError, ValueError) as exc:
-        if str(exc).startswith(str(path)):
-            raise
-        raise ValueError(f"cannot read embeddings file {path}: {exc}") from exc
-    for name, a in (("image", image), ("recipe", recipe)):
-        if a.ndim != 2:
-            raise ValueError(f"{path}: '{name}' must be [N, D], got shape {a.shape}")
-        if not np.issubdtype(a.dtype, np.number):
-            raise ValueError(f"{path}: '{name}' must be numeric, got dtype {a.dtype}")
-    if image.shape != recipe.shape:
-        raise ValueError(f"{path}: 'image' {image.shape} and 'recipe' {recipe.shape} differ in shape")
-    if ids.ndim != 1 or len(ids) != image.shape[0]:
-        raise ValueError(f"{path}: 'ids' has shape {ids.shape}, expected ({image.shape[0]},)")
-    image = image.astype(np.float32, copy=False)
-    recipe = recipe.astype(np.float32, copy=False)
-    for name, a in (("image", image), ("recipe", recipe)):
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
-            raise ValueError(f"{path}: '{name}' has NaN/inf in {int(bad.sum())} row(s), "
-                             f"first row {int(np.flatnonzero(bad)[0])}")
-    return image, recipe, ids
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:

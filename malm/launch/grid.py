@@ -33,6 +33,8 @@ from typing import Any
 
 from malm import config as C
 from malm import variants
+from malm.eval.names import bag_label
+from malm.io import atomic_write_json
 from malm.launch.stage import StageJob, _run_inline
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,6 @@ class Cell:
         return f"{self.variant}/seed{self.seed}"
 
     def has_metrics(self, eval_cfg: C.EvalConfig) -> bool:
-        from malm.results import bag_label
-
         d = Path(self.metrics_dir)
         return all((d / f"{p}_{bag_label(b)}.json").exists() for p in eval_cfg.protocols for b, _ in eval_cfg.bags)
 
@@ -178,7 +178,7 @@ def submit_grid(path: str | os.PathLike, executor: str = "slurm", cli_overrides:
     for (c, cfg), job in zip(todo, submitted):
         jobs[c.key] = {"job_id": str(job.job_id), "executor": executor, "folder": str(out / "slurm_logs" / "%j")}
         C.save(cfg, Path(c.run_dir).parent / f"seed{c.seed}.config.yaml")
-    C.atomic_write_json(out / JOBS, jobs)
+    atomic_write_json(out / JOBS, jobs)
     print(f"grid {grid['name']}: submitted {len(todo)} cells as one array, skipped {skipped} "
           f"(finished or in flight); status: malm grid status {path}")
     return {c.key: j.job_id for (c, _), j in zip(todo, submitted)}

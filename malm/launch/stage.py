@@ -15,6 +15,10 @@ from typing import Any
 import submitit
 
 from malm import config as C
+from malm.eval.embeddings import embedding_provenance, load_embeddings
+from malm.eval.names import bag_label
+from malm.eval.protocol import evaluate
+from malm.io import atomic_write_json
 from malm.launch.submit import Checkpointable
 
 log = logging.getLogger(__name__)
@@ -22,9 +26,6 @@ log = logging.getLogger(__name__)
 
 def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike) -> list[Path]:
     """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``."""
-    from malm.eval.protocol import evaluate, load_embeddings
-    from malm.results import bag_label
-
     image, recipe, ids = load_embeddings(emb)
     written = []
     for protocol in eval_cfg.protocols:
@@ -39,23 +40,15 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
             result = evaluate(image, recipe, ids, protocol=protocol, bag_size=bag_size, n_bags=n_bags,
                               seed=eval_cfg.seed)
             result["embeddings"] = str(emb)
-            result.update(_embedding_provenance(emb))
+            result.update(embedding_provenance(emb))
             path = Path(out_dir) / f"{protocol}_{bag_label(bag_size)}.json"
-            C.atomic_write_json(path, result)
+            atomic_write_json(path, result)
             written.append(path)
             log.info("%s %s x%d: img2rec R@1 %.2f medR %.1f | rec2img R@1 %.2f medR %.1f", protocol,
                      bag_label(bag_size), n_bags, result["img2rec"]["R@1"]["mean"],
                      result["img2rec"]["medR"]["mean"], result["rec2img"]["R@1"]["mean"],
                      result["rec2img"]["medR"]["mean"])
     return written
-
-
-def _embedding_provenance(emb: str | os.PathLike) -> dict[str, Any]:
-    """Which checkpoint (best|last) and epoch made an embeddings file, when it says so."""
-    import numpy as np
-
-    with np.load(emb, allow_pickle=False) as z:
-        return {k: z[k].item() for k in ("checkpoint", "checkpoint_epoch") if k in z.files}
 
 
 def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
@@ -66,7 +59,7 @@ def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
         return train(cfg, kwargs["run_dir"], progress=kwargs.get("progress", True),
                      restart_on_config_change=kwargs.get("restart_on_config_change", False))
     if stage == "embed":
-        from malm.train.trainer import embed
+        from malm.eval.embed import embed
 
         return str(embed(kwargs["run_dir"], kwargs["split"], kwargs["out"], progress=kwargs.get("progress", True),
                          checkpoint=kwargs.get("checkpoint", "best")))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from malm.models.matching import pair_global_logits, pair_local_logits
+from malm.losses.similarity import pair_global_logits, pair_local_logits
 
 
 def candidate_info_nce(pair_logits: torch.Tensor, cand: torch.Tensor, target: torch.Tensor

@@ -21,14 +21,9 @@ anchors without a same-class partner in the batch are skipped (T-Food's sampler 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from malm.data.sampler import semantic_positive_fraction
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a [N, E], b [M, E] -> 1 - cos [N, M]"""
-    return 1.0 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t()
+from malm.losses.similarity import cosine_distance
 
 
 def margin_at(epoch: float, start: float, step: float, maximum: float) -> float:

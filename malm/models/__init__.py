@@ -1,4 +1,4 @@
-"""MALM model parts: image / recipe encoders, heads, matching module, predictor."""
+"""MALM model parts: image / recipe encoders, heads, matching module, predictor, EMA teacher."""
 
 from malm.models.malm import MALM, build_model
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 
 from malm.config import LossConfig, ModelConfig
-from malm.models.distill import Predictor
+from malm.models.ema import EMATeacher
 from malm.models.heads import EmbeddingHead
 from malm.models.image import ImageEncoder
 from malm.models.matching import TwoLevelMatching
+from malm.models.predictor import Predictor
 from malm.models.recipe import RecipeEncoder
-from malm.train.ema import EMATeacher
 
 _NO_DECAY = ("pos_embed", "cls_token", "mask_token", "logit_scale", "pos.weight", "embedding.")
 

@@ -41,8 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from malm.config import MatchingConfig
-from malm.models.ops import (gather_nograd, gather_with_grad, masked_mean, max_over_ranks,
-                             pad_tokens_to, safe_key_padding, world_info)
+from malm.models.ops import (gather_nograd, gather_with_grad, max_over_ranks, pad_tokens_to,
+                             safe_key_padding, world_info)
 
 
 class MultiheadAttention(nn.Module):
@@ -236,38 +236,3 @@ class TwoLevelMatching(nn.Module):
         zero = torch.zeros(n, dtype=torch.long, device=device)
         return (torch.cat([rows[:, None], neg_rec], 1), zero,
                 torch.cat([rows[:, None], neg_img], 1), zero)
-
-
-# ---------------------------------------------------------------- similarity pieces (pure)
-def global_features(i_att: torch.Tensor, r_att: torch.Tensor, rec_pad: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """I_g = I_att[:, CLS], R_g = pad-masked mean_S R_att, both L2-normalised (one row per pair).
-
-    i_att [U, 1+P, D], r_att [U, S, D], rec_pad [U, S] -> I_g [U, D], R_g [U, D]
-    """
-    return F.normalize(i_att[:, 0], dim=-1), F.normalize(masked_mean(r_att, rec_pad), dim=-1)
-
-
-def local_recipe_features(attn: torch.Tensor, r_att: torch.Tensor) -> torch.Tensor:
-    """R_lp = A_I[:, p, :] applied to R_att: one attention-weighted recipe vector per patch.
-
-    u pair, p patch, s recipe token, d width
-    attn [U, P, S] (pad columns are 0), r_att [U, S, D] -> [U, P, D]
-    """
-    return torch.einsum("ups,usd->upd", attn, r_att)
-
-
-def pair_global_logits(i_att, r_att, rec_pad, scale) -> torch.Tensor:
-    """s(pair) = scale * cos(I_g, R_g) of each fused pair: [U, 1+P, D], [U, S, D], [U, S] -> [U]"""
-    img, rec = global_features(i_att, r_att, rec_pad)
-    return scale * (img * rec).sum(-1)
-
-
-def pair_local_logits(i_att, attn, r_att, scale) -> torch.Tensor:
-    """Per patch p: scale * cos(I_att[p], A_I[p] R_att) of each fused pair (CLS excluded).
-
-    i_att [U, 1+P, D], attn [U, 1+P, S], r_att [U, S, D] -> [U, P]
-    """
-    img = F.normalize(i_att[:, 1:], dim=-1)
-    rec = F.normalize(local_recipe_features(attn[:, 1:], r_att), dim=-1)
-    return scale * (img * rec).sum(-1)

@@ -1,34 +1,29 @@
-"""Atomic checkpoints that carry the resolved config that made them."""
+"""What a training checkpoint carries besides the weights, and when a run may resume from one.
+
+A checkpoint (written through :func:`malm.io.save_checkpoint`) stores the resolved config, the
+sha256 of the files the run starts from (``model.image.pretrained``) and of every ``malm`` source
+file the training process imported. A run resumed under another config, other input weights or
+other code is a different run: :func:`resume_state` refuses it, naming what changed, or with
+``restart_on_config_change`` starts afresh. ``checkpoint_best.pt`` keeps the best epoch on
+validation (:func:`is_better`, T-Food's saving criteria) beside ``checkpoint.pt`` (the last).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from malm import config as C
+from malm.io import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint
 
-CHECKPOINT = "checkpoint.pt"  # the last finished epoch (resume)
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename: never a torn file."""
-    from malm.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: a checkpoint holds tensors, numbers, strings and dicts only."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torn/foreign files: say which file
-        raise RuntimeError(f"cannot load checkpoint {path}: {exc}") from exc
-
-
-BEST_CHECKPOINT = "checkpoint_best.pt"
+log = logging.getLogger(__name__)
+PACKAGE = Path(__file__).resolve().parents[1]
+# files of a run that describe a finished state; removed when a changed run starts afresh
+RUN_STATE_FILES = (CHECKPOINT, BEST_CHECKPOINT, "history.json", "metrics.json")
 
 
 def is_better(val: dict[str, float], best: dict[str, float]) -> bool:
@@ -36,3 +31,66 @@ def is_better(val: dict[str, float], best: dict[str, float]) -> bool:
     if val["val/img2rec_medR"] != best["val/img2rec_medR"]:
         return val["val/img2rec_medR"] < best["val/img2rec_medR"]
     return val["val/img2rec_R@1"] > best["val/img2rec_R@1"]
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def input_fingerprints(cfg: C.Config) -> dict[str, str]:
+    """sha256 of the local files a run starts from (``model.image.pretrained``), so that a run
+    resumed under the same config but with rebuilt weights (``dvc repro`` after the pretrain
+    stage changed) is recognised as a different run instead of a finished one."""
+    spec = cfg.model.image.pretrained
+    if not spec or not Path(spec).is_file():
+        return {}
+    return {"model.image.pretrained": _sha256(spec)}
+
+
+def code_fingerprint() -> dict[str, str]:
+    """{package-relative path: sha256} of every ``malm`` source file this process has imported:
+    the code a run was trained with. A run resumed under changed code is a different run (DVC
+    re-runs ``train`` after a code edit, and a finished checkpoint must not count as its result)."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        f = getattr(module, "__file__", None)
+        if (name == "malm" or name.startswith("malm.")) and f and Path(f).suffix == ".py":
+            out[Path(f).resolve().relative_to(PACKAGE).as_posix()] = _sha256(f)
+    return dict(sorted(out.items()))
+
+
+def changed_code(recorded: dict[str, str]) -> list[str]:
+    """The files of a recorded ``code_fingerprint`` that differ (or are gone) now."""
+    return [f for f, h in recorded.items() if not (PACKAGE / f).is_file() or _sha256(PACKAGE / f) != h]
+
+
+def resume_state(cfg: C.Config, run_dir: Path, inputs: dict[str, str], *,
+                 restart_on_config_change: bool = False, rank: int = 0) -> dict[str, Any] | None:
+    """The state to resume ``cfg``'s run in ``run_dir`` from: its last checkpoint, or None to start
+    afresh. A checkpoint made under another config, other ``inputs`` (``input_fingerprints``) or
+    other code raises a ConfigError naming what changed; with ``restart_on_config_change`` rank 0
+    removes the old run's state files instead and None is returned."""
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        return None
+    state = load_checkpoint(ckpt_path)
+    saved = C.from_dict(state["config"])
+    changed = C.identity(saved) != C.identity(cfg)
+    changed_inputs = [k for k in inputs if state.get("inputs", {}).get(k) != inputs[k]]
+    code = changed_code(state.get("code", {}))
+    if not (changed or changed_inputs or code):
+        return state
+    what = ("config" if changed else f"the file behind {', '.join(changed_inputs)}" if changed_inputs
+            else f"code (malm/{', malm/'.join(code)})")
+    if not restart_on_config_change:
+        raise C.ConfigError(f"{ckpt_path} was made with a different {what}; use a new --run-dir "
+                            f"(see {run_dir / 'config.yaml'} for the config it was made with)")
+    log.warning("%s: %s changed; starting afresh", ckpt_path, what)
+    if rank == 0:
+        for name in RUN_STATE_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    return None

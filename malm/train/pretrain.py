@@ -35,14 +35,24 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from malm import config as C
+from malm.data.cache import prepare, vocab_size
+from malm.data.dataset import RecipeImageDataset, collate
+from malm.eval.protocol import evaluate
+from malm.io import atomic_write_json, save_checkpoint, save_figure
+from malm.models.heads import EmbeddingHead
+from malm.models.image import ImageEncoder
+from malm.synth.write import generate
+from malm.train.schedules import lr_factor
+from malm.train.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def corpus_configs(cfg: C.Config) -> tuple[Any, C.DataConfig]:
+def corpus_configs(cfg: C.Config) -> tuple[C.SynthConfig, C.DataConfig]:
     """(SynthConfig, DataConfig) of the pretraining corpus, derived from the benchmark's."""
     p = cfg.pretrain
     if p.seed == cfg.synth.seed:
@@ -86,9 +96,6 @@ class ImageTower(nn.Module):
 
     def __init__(self, image_cfg: C.ImageEncoderConfig, dim: int):
         super().__init__()
-        from malm.models.heads import EmbeddingHead
-        from malm.models.image import ImageEncoder
-
         self.encoder = ImageEncoder(dataclasses.replace(image_cfg, pretrained=None), load_weights=False)
         self.head = EmbeddingHead(self.encoder.embed_dim, dim)
 
@@ -107,8 +114,6 @@ def clip_loss(img: torch.Tensor, cap: torch.Tensor, logit_scale: torch.Tensor) -
 @torch.no_grad()
 def validate(image_tower, caption_tower, loader) -> dict[str, float]:
     """Image->caption and caption->image R@1 / medR on the held-out corpus pairs (one bag)."""
-    from malm.eval.protocol import evaluate
-
     image_tower.eval()
     caption_tower.eval()
     imgs, caps, ids = [], [], []
@@ -127,15 +132,6 @@ def validate(image_tower, caption_tower, loader) -> dict[str, float]:
 
 def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     """Generate the corpus (once), train, write ``pretrain.out`` + ``pretrain.json``; -> summary."""
-    from torch.utils.data import DataLoader
-
-    from malm.data.cache import prepare
-    from malm.data.dataset import RecipeImageDataset, collate
-    from malm.data.synth import generate
-    from malm.train.checkpoint import save_checkpoint
-    from malm.train.schedules import lr_factor
-    from malm.train.trainer import seed_everything, vocab_size
-
     p = cfg.pretrain
     synth_cfg, data_cfg = corpus_configs(cfg)
     generate(data_cfg.root, synth_cfg, progress=progress)
@@ -194,15 +190,15 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
                "caption": f"title + {p.caption_keep:.0%} of the ingredients ({p.ingredients}), bag of words",
                "steps": steps, "samples": samples, "minutes": curve[-1]["minutes"], "curve": curve,
                "final": {k: v for k, v in curve[-1].items() if k.startswith("val/")}}
-    C.atomic_write_json(out.with_name("pretrain.json"), summary)
+    atomic_write_json(out.with_name("pretrain.json"), summary)
     _plot_curve(curve, out.with_name("pretrain_curve.png"))
     return summary
 
 
 def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
-    from malm import plots
+    import matplotlib.pyplot as plt
 
-    fig, ax = plots.plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(5, 3.4))
     x = [r["samples"] / 1000 for r in curve]
     ax.plot(x, [r["val/img2cap_R@1"] for r in curve], "o-", label="image -> caption")
     ax.plot(x, [r["val/cap2img_R@1"] for r in curve], "s--", label="caption -> image")
@@ -210,4 +206,4 @@ def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
     ax.set_ylabel(f"val R@1 (%), bag of {int(curve[-1]['val/pairs'])}")
     ax.set_title("CLIP stand-in pretraining (synthetic corpus)")
     ax.legend()
-    plots.save(fig, path)
+    save_figure(fig, path)

@@ -1,6 +1,8 @@
 """The variant registry: every baseline and ablation is a named YAML overlay of the config tree.
 
-A variant file (``baselines/*.yaml``, ``ablations/*.yaml``) holds::
+The variant files ship inside the package (``malm/variants/baselines/*.yaml``,
+``malm/variants/ablations/*.yaml``, package data), so a plain ``pip install`` has them; edit them
+there. A variant file holds::
 
     display: +LLC                 # the name the tables print
     description: ...
@@ -14,15 +16,15 @@ resolve names here, so a variant exists in exactly one place.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-import os
 from typing import Any, Iterable, Mapping
 
 from malm.config import Config, ConfigError, config_sections, load_yaml, merge
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-VARIANT_DIRS = (REPO_ROOT / "baselines", REPO_ROOT / "ablations")
+HERE = Path(__file__).resolve().parent
+VARIANT_DIRS = (HERE / "baselines", HERE / "ablations")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Masked self-distillation predictor T (spec "Masked self-distillation").
 
 T maps the student's full token set I_f (visible tokens + mask tokens) to predictions of the EMA
-teacher's tokens. The teacher wrapper lives in ``malm.train.ema``.
+teacher's tokens. The teacher wrapper lives in ``malm.models.ema``.
 """
 
 from __future__ import annotations

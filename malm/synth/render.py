@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from malm.data.synth_vocab import SIZES, TABLES, VESSEL_COLORS, Dish
+from malm.synth.vocab import SIZES, TABLES, VESSEL_COLORS, Dish
 
 Region = tuple  # ("circle", cx, cy, r) or ("rect", x0, y0, x1, y1), in base pixels
 Piece = tuple   # (shape, cx, cy, radius, angle, aspect)

@@ -1,10 +1,10 @@
-"""EMA teacher (dinov2 ``update_teacher``) and DINO's per-iteration cosine momentum schedule."""
+"""The EMA teacher of masked self-distillation (dinov2 ``update_teacher``). Its per-iteration momentum
+schedule lives with the other schedules in :mod:`malm.train.schedules`."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -39,17 +39,3 @@ class EMATeacher(nn.Module):
         torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
         for t_buf, s_buf in zip(self.module.buffers(), student.buffers()):
             t_buf.copy_(s_buf)
-
-
-def cosine_momentum_schedule(base: float, final: float, epochs: int, steps_per_epoch: int
-                             ) -> np.ndarray:
-    """Per-iteration momentum, cosine from ``base`` (first step) to ``final`` (DINO
-    ``cosine_scheduler`` without warm-up). -> [epochs * steps_per_epoch]"""
-    iters = np.arange(epochs * steps_per_epoch)
-    if len(iters) == 0:
-        return np.zeros(0)
-    if len(iters) == 1:
-        return np.array([base], dtype=np.float64)
-    # DINO divides by len(iters), so the last value is a hair below `final`; dividing by
-    # len - 1 lands exactly on it (the teacher is frozen at the end when final = 1.0).
-    return final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / (len(iters) - 1)))

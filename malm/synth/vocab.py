@@ -1,4 +1,4 @@
-"""Vocabulary tables of the synthetic Recipe1M stand-in (:mod:`malm.data.synth`).
+"""Vocabulary tables of the synthetic Recipe1M stand-in (:mod:`malm.synth`).
 
 Each ingredient has a fixed visual signature (main colour, second colour, texture, piece shape,
 piece size) and a text category that picks its units, preparation words and instruction verbs.

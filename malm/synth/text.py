@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from malm.data.synth_vocab import Dish, Ingredient
+from malm.synth.vocab import Dish, Ingredient
 
 COUNTS = ("1", "2", "3", "4", "6", "1/2", "1 1/2")
 VOLUMES = ("1/4 cup", "1/3 cup", "1/2 cup", "3/4 cup", "1 cup", "1 1/2 cups", "2 cups", "3 cups")

@@ -1,0 +1,127 @@
+"""Embedding a split with a trained model: the evaluation loader, the embeddings of a split (and
+their one-bag validation score), and loading a trained run from its directory (its config,
+checkpoint and the cache it was trained on). The ``.npz`` they are written to:
+:mod:`malm.eval.embeddings`.
+
+Evaluation always embeds the first image of a pair, centre-cropped, with no mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from malm import config as C
+from malm.data.cache import require_cache, vocab_size
+from malm.data.loader import make_loader, to_device
+from malm.eval.protocol import evaluate
+from malm.eval.embeddings import save_embeddings
+from malm.io import CHECKPOINT, CHECKPOINT_CHOICES, load_checkpoint
+from malm.models.malm import build_model
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of a single-process run (train.device: auto, cpu, cuda)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def eval_loader(data: C.DataConfig, image: C.ImageEncoderConfig, cache_dir: str | os.PathLike,
+                split: str, batch_size: int, device: torch.device) -> DataLoader:
+    """Batches of ``split`` as evaluation sees them: every pair once, in cache order."""
+    loader, _, _ = make_loader(data, cache_dir, split, train=False, batch_size=batch_size,
+                               image_size=image.img_size, num_patches=image.num_patches,
+                               pin_memory=device.type == "cuda")
+    return loader
+
+
+@torch.no_grad()
+def embed_split(model, loader: DataLoader, device: torch.device, *, amp: bool = False,
+                limit: int | None = None, progress: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed every pair of ``loader``'s split -> image [N, E], recipe [N, E] float32, ids [N], rows
+    sorted by recipe id. ``limit`` keeps the first ``limit`` ids; ``amp``: bf16 autocast on CUDA."""
+    ds = loader.dataset
+    model.eval()
+    amp = device.type == "cuda" and amp
+    imgs, recs, ids = [], [], []
+    for batch in tqdm(loader, desc=f"embed {ds.split}", disable=not progress, leave=False):
+        if batch is None:
+            continue
+        if batch.pop("n_skipped", 0):
+            raise RuntimeError(f"{ds.cache_dir}/{ds.split}: unreadable cached images while embedding; "
+                               "rebuild the cache (malm data prepare)")
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            imgs.append(model.embed_image(batch["image"]).float().cpu())
+            recs.append(model.embed_recipe(batch).float().cpu())
+        ids.extend(batch["id"])
+    image, recipe = torch.cat(imgs).numpy(), torch.cat(recs).numpy()
+    ids_arr = np.asarray(ids)
+    order = np.argsort(ids_arr, kind="stable")
+    image, recipe, ids_arr = image[order], recipe[order], ids_arr[order]
+    if limit is not None:
+        image, recipe, ids_arr = image[:limit], recipe[:limit], ids_arr[:limit]
+    return image.astype(np.float32), recipe.astype(np.float32), ids_arr
+
+
+def validate(model, loader: DataLoader, device: torch.device, *, limit: int, amp: bool = False,
+             progress: bool = True) -> dict[str, float]:
+    """Validation R@1 / medR on the first ``limit`` pairs of ``loader`` (one bag, tfood protocol)."""
+    image, recipe, ids = embed_split(model, loader, device, amp=amp, limit=limit, progress=progress)
+    res = evaluate(image, recipe, ids, protocol="tfood", bag_size=len(ids), n_bags=1)
+    return {"val/img2rec_R@1": res["img2rec"]["R@1"]["mean"], "val/rec2img_R@1": res["rec2img"]["R@1"]["mean"],
+            "val/img2rec_medR": res["img2rec"]["medR"]["mean"], "val/bag_size": float(len(ids))}
+
+
+# ----------------------------------------------------------------------------------- trained runs
+def load_trained(run_dir: str | os.PathLike, device: torch.device | str = "cpu",
+                 checkpoint: str = "last"):
+    """(model, cfg, cache_dir, info) from a run directory's checkpoint and the config it carries.
+
+    ``checkpoint``: last (checkpoint.pt, the last finished epoch) or best (checkpoint_best.pt, the
+    best epoch on validation: medR, then R@1, T-Food's saving criteria). ``info`` says which file
+    and epoch were loaded.
+    """
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got {checkpoint!r}")
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_CHOICES[checkpoint]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (train the run first; runs made before best "
+                                "checkpoints were kept need --checkpoint last)")
+    state = load_checkpoint(path)
+    cfg = C.from_dict(state["config"])
+    last = load_checkpoint(run_dir / CHECKPOINT) if checkpoint == "best" else state
+    if not last.get("finished"):
+        log.warning("%s is not finished (epoch %d of %d)", run_dir, last["epoch"], cfg.train.epochs)
+    cache_dir = require_cache(cfg.data, who=f"loading the trained run {run_dir}")
+    model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir))
+    model.load_state_dict(state["model"])
+    info = {"checkpoint": checkpoint, "checkpoint_file": path.name, "checkpoint_epoch": int(state["epoch"])}
+    return model.to(device), cfg, cache_dir, info
+
+
+def embed(run_dir: str | os.PathLike, split: str, out: str | os.PathLike, progress: bool = True,
+          checkpoint: str = "best") -> Path:
+    """Embed ``split`` with the trained run's ``checkpoint`` (best|last) -> ``out`` (.npz: image,
+    recipe, ids sorted by id, and which checkpoint and epoch made them)."""
+    device = resolve_device("auto")
+    model, cfg, cache_dir, info = load_trained(run_dir, device, checkpoint)
+    loader = eval_loader(cfg.data, cfg.model.image, cache_dir, split, max(cfg.train.batch_size, 128), device)
+    image, recipe, ids = embed_split(model, loader, device, amp=cfg.train.amp, progress=progress)
+    save_embeddings(out, image, recipe, ids, **info)
+    log.info("wrote %s: %d pairs, dim %d, from the %s checkpoint (epoch %d)", out, len(ids),
+             image.shape[1], checkpoint, info["checkpoint_epoch"])
+    return Path(out)
