@@ -186,7 +186,8 @@ def test_grounding_results_are_collected_per_variant_and_seed(tmp_path):
     skipped, and the summary counts the seeds whose interval lies above chance."""
     import json
 
-    from malm import plots, results
+    from malm import report as results
+    from malm.report import figures as plots
 
     def write(variant, seed, **res):
         d = tmp_path / variant / f"seed{seed}"

@@ -1,4 +1,4 @@
-"""notebooks/paper_tables.ipynb and malm/report.py: tables against hand computations on a fixture,
+"""notebooks/paper_tables.ipynb and malm/report/: tables against hand computations on a fixture,
 the paper's inconsistencies on the real paper CSV, missing results, a headless run of the notebook,
 and no stale outputs in the committed notebook."""
 
@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from malm import report
-from malm.results import paper_table, summarise
+from malm.report.compare import summarise
+from malm.report.paper import paper_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"  # made-up numbers, see its README.md
@@ -290,7 +291,8 @@ def test_wide_table_shows_no_spread_for_one_seed():
     """One seed has no std: the cell says so instead of a made-up '± 0.0'."""
     import pandas as pd
 
-    from malm.results import summarise, wide_table
+    from malm.report.compare import summarise
+    from malm.report.tables import wide_table
 
     rows = [dict(variant="malm", display="MALM", seed=s, protocol="tfood", bag_size=1000, n_bags=10,
                  direction=d, metric="R@1", value=v, std=0.0, dataset="synthetic", source="ours")

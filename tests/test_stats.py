@@ -1,5 +1,5 @@
 """malm.eval.stats: the paired two-level bootstrap against hand-enumerated cases, its edge cases,
-and the comparisons built on it (malm.results)."""
+and the comparisons built on it (malm.report)."""
 
 from __future__ import annotations
 
@@ -110,12 +110,12 @@ def test_deterministic_and_validated():
         stats.bootstrap_mean(np.zeros(3))
 
 
-# ------------------------------------------------------------- comparisons (malm.results)
+# ------------------------------------------------------------- comparisons (malm.report)
 def write_run(root, variant: str, seed: int, r1: list[float], medr: list[float], bag_size=100):
     """A metrics JSON as ``malm evaluate`` writes it, with hand-made per-bag values."""
     import json
 
-    from malm.results import DIRECTIONS
+    from malm.report.collect import DIRECTIONS
 
     per = {"medR": medr, "R@1": r1, "R@5": [2 * v for v in r1], "R@10": [3 * v for v in r1]}
     result = {"protocol": "tfood", "bag_size": bag_size, "n_bags": len(r1), "n_rows": 1000,
@@ -140,7 +140,7 @@ def tree(tmp_path):
 
 
 def test_comparison_pairs_follow_the_tables():
-    from malm.results import comparison_pairs
+    from malm.report.compare import comparison_pairs
 
     pairs = {(v, r): w for v, r, w in comparison_pairs(
         ["baseline", "llc", "llc_lgc", "malm", "mask_both", "mask_0.25", "mask_0.9"])}
@@ -155,7 +155,8 @@ def test_comparison_pairs_follow_the_tables():
 
 
 def test_compare_uses_the_per_bag_values_paired(tree):
-    from malm.results import collect, collect_bags, compare, comparison_pairs, summarise
+    from malm.report.collect import collect, collect_bags
+    from malm.report.compare import compare, comparison_pairs, summarise
 
     files = list(tree.glob("*/seed*/*.json"))
     df, bags = collect(files), collect_bags(files)
@@ -184,7 +185,7 @@ def test_compare_uses_the_per_bag_values_paired(tree):
 
 
 def test_difference_cells_say_when_the_interval_covers_zero():
-    from malm.results import covers_zero, fmt_ci, fmt_diff
+    from malm.report.tables import covers_zero, fmt_ci, fmt_diff
 
     assert fmt_diff(2.06, 0.84, 3.4) == "+2.1 [+0.8, +3.4]"
     assert fmt_diff(0.3, -0.9, 1.5) == "≈0 (+0.3 [-0.9, +1.5])"
@@ -195,7 +196,7 @@ def test_difference_cells_say_when_the_interval_covers_zero():
 
 
 def test_build_tables_writes_bags_comparisons_and_a_bag_of_100_title(tree, tmp_path_factory):
-    from malm.results import build_tables
+    from malm.report.write import build_tables
 
     out = tmp_path_factory.mktemp("tables")
     written = build_tables(tree, out / "tables", out / "figs", out / "summary.json")
@@ -209,8 +210,8 @@ def test_build_tables_writes_bags_comparisons_and_a_bag_of_100_title(tree, tmp_p
 
 
 def test_recall_figure_title_uses_the_bag_label():
-    from malm import plots
-    from malm.results import summarise
+    from malm.report import figures as plots
+    from malm.report.compare import summarise
 
     rows = [dict(variant="malm", display="MALM", seed=s, protocol="tfood", bag_size=100, n_bags=10,
                  direction=d, metric=m, value=10.0 + s, std=0.0, dataset="synthetic",

@@ -231,7 +231,7 @@ def status(path: str | os.PathLike) -> dict[str, dict]:
 
 def collect(path: str | os.PathLike, dataset: str = "synthetic") -> dict[str, Path]:
     """The grid's metrics -> the same tidy tables and figures as the DVC pipeline."""
-    from malm.results import build_tables
+    from malm.report.write import build_tables
 
     grid, cells = load_grid(path)
     out = Path(grid["out"])

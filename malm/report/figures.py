@@ -1,18 +1,30 @@
-"""Figures (matplotlib/seaborn) of the collected results (used by ``malm tables`` and the notebooks)."""
+"""Figures of the collected results (seaborn/matplotlib), for ``malm tables`` and the notebooks.
+
+The builders (``recall_bars``, ``mask_ratio_curve``, ``training_curves``, ``grounding_points``)
+take tidy frames and return a figure; ``figure_*`` pick the run sets of a paper table and write the
+figure; ``save`` is :func:`malm.io.save_figure` (atomic, then closed). No backend is chosen here:
+``malm``'s entry point picks a file backend, a notebook keeps its own.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
-import matplotlib
-import matplotlib.ticker  # noqa: F401  (integer epoch ticks)
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from malm.eval.names import DIRECTIONS, bag_label
+from malm.io import save_figure as save
+from malm.report.collect import bags_for, dedupe
+from malm.report.compare import summarise
+from malm.report.paper import mask_ratios, paper_mask_ratios, table_variants
 
+__all__ = ["plt", "save", "recall_bars", "mask_ratio_curve", "training_curves", "grounding_points",
+           "figure_recall", "figure_mask_ratio", "figure_curves"]
 
 def _ci_note(summary: pd.DataFrame) -> str:
     over = sorted(set(summary["ci_over"].dropna())) if "ci_over" in summary else []
@@ -29,9 +41,7 @@ def _yerr(d: pd.DataFrame):
 def recall_bars(summary: pd.DataFrame, protocol: str, bag_size: int, order: list[str] | None = None):
     """R@1/5/10 per variant (those of ``order`` in that order, if given), both directions: bars =
     mean over seeds, error bars = the 95 % bootstrap interval of that mean over seeds x bags
-    (``malm.results.summarise``'s ci_low/ci_high)."""
-    from malm.results import DIRECTIONS, bag_label
-
+    (``summarise``'s ci_low/ci_high)."""
     d = summary[(summary.protocol == protocol) & (summary.bag_size == bag_size)
                 & (summary.metric != "medR")]
     names = [n for n in order if n in set(d.display)] if order else list(dict.fromkeys(d.display))
@@ -68,8 +78,6 @@ def mask_ratio_curve(summary: pd.DataFrame, ratios: dict[str, float], protocol: 
                      paper: pd.DataFrame | None = None):
     """img2rec R@1 against the mask ratio: ours (mean over seeds, error bars = 95 % bootstrap CI
     over seeds x bags) and, if given, the paper's."""
-    from malm.results import bag_label
-
     d = summary[(summary.protocol == protocol) & (summary.bag_size == bag_size)
                 & (summary.metric == "R@1") & (summary.direction == "img2rec")
                 & summary.variant.isin(list(ratios))].copy()
@@ -108,7 +116,7 @@ def training_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1"):
 
 
 def grounding_points(df: pd.DataFrame, order: list[str] | None = None):
-    """Pointing accuracy per variant (``results.collect_grounding``): one point per seed with its
+    """Pointing accuracy per variant (``malm.report.collect.collect_grounding``): one point per seed with its
     95 % interval (bootstrap over test pairs), and the chance rate as a grey bar behind them."""
     names = [d for d in (order or []) if d in set(df["display"])] or list(dict.fromkeys(df["display"]))
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
@@ -134,11 +142,43 @@ def grounding_points(df: pd.DataFrame, order: list[str] | None = None):
     return fig
 
 
-def save(fig, path: str | os.PathLike) -> Path:
-    from malm.io import atomic_path
+# ------------------------------------------------------------------ the paper tables' figures
+def figure_recall(ours: pd.DataFrame, names: Sequence[str], protocol: str, bag_size: int,
+                  path: str | os.PathLike, prefer: str | None = None,
+                  bags: pd.DataFrame | None = None) -> Path | None:
+    """R@K per variant (bars = mean over seeds, error bars = 95 % bootstrap CI over seeds x bags);
+    None when there is nothing to plot."""
+    d = dedupe(ours[ours.protocol == protocol], names, prefer)
+    d = d[d.bag_size == bag_size]
+    if not len(d):
+        return None
+    order = list(dict.fromkeys(d["display"]))
+    summary = summarise(d, bags_for(bags, d))
+    return save(recall_bars(summary, protocol, bag_size, order=order), path)
 
-    path = Path(path)
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+
+def figure_mask_ratio(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str, bag_size: int,
+                      path: str | os.PathLike, prefer: str | None = None,
+                      bags: pd.DataFrame | None = None) -> Path | None:
+    """img2rec R@1 vs mask ratio: ours (left axis, error bars = 95 % CI) and the paper's (right
+    axis, 10k)."""
+    # one run set per ratio: malm and its alias mask_0.75 must not both count at r = 0.75
+    d = dedupe(ours[ours.protocol == protocol], table_variants(3), prefer)
+    d = d[d.bag_size == bag_size]
+    if not len(d):
+        return None
+    p = paper_mask_ratios(paper)
+    p = p[(p.metric == "R@1") & (p.direction == "img2rec")]
+    summary = summarise(d, bags_for(bags, d))
+    fig = mask_ratio_curve(summary, mask_ratios(list(d.variant.unique())), protocol,
+                                 bag_size, p)
+    return save(fig, path)
+
+
+def figure_curves(curves: pd.DataFrame, y: str, path: str | os.PathLike,
+                  prefer: str | None = None) -> Path | None:
+    """One metric per epoch, one line per variant (band = std over seeds)."""
+    if not len(curves) or y not in curves or curves[y].isna().all():
+        return None
+    return save(training_curves(dedupe(curves, None, prefer), y=y), path)
+
