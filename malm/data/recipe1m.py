@@ -248,6 +248,24 @@ class _Problems:
             raise Recipe1MError(text)
         self.counts[f"{file.name}: {msg.split(':')[0]}"] += 1
 
+    def record_id(self, file: Path, index: int, rec: Any, seen: dict[str, int],
+                  strip: bool = False) -> str | None:
+        """The id of record ``index`` of ``file``, or None after reporting a record that is not an
+        object, has no non-empty string id (``strip``: blank counts as empty) or repeats one."""
+        if not isinstance(rec, dict):
+            self(file, index, None, f"must be an object, got {type(rec).__name__}")
+            return None
+        rid = rec.get("id")
+        if not isinstance(rid, str) or not (rid.strip() if strip else rid):
+            self(file, index, rid, "missing field 'id'" if "id" not in rec
+                 else "field 'id' must be a non-empty string")
+            return None
+        if rid in seen:
+            self(file, index, rid, f"duplicate id: also record #{seen[rid]}")
+            return None
+        seen[rid] = index
+        return rid
+
 
 def _lines(rec: dict, key: str) -> list[str] | str:
     """The texts of a ``[{text}]`` field, or an error message."""
@@ -280,18 +298,9 @@ def read_layer1(path: str | os.PathLike, on_bad_record: str = "error", progress:
     out: list[Recipe] = []
     seen: dict[str, int] = {}
     for i, rec in iter_records(path, progress, "layer1", "a list of recipes"):
-        if not isinstance(rec, dict):
-            problems(path, i, None, f"must be an object, got {type(rec).__name__}")
+        rid = problems.record_id(path, i, rec, seen, strip=True)
+        if rid is None:
             continue
-        rid = rec.get("id")
-        if not isinstance(rid, str) or not rid.strip():
-            problems(path, i, rid, "missing field 'id'" if "id" not in rec
-                     else "field 'id' must be a non-empty string")
-            continue
-        if rid in seen:
-            problems(path, i, rid, f"duplicate id: also record #{seen[rid]}")
-            continue
-        seen[rid] = i
         problems.dropped_ids.add(rid)  # until the record passes every check
         missing = [k for k in ("title", "ingredients", "instructions", "partition") if k not in rec]
         if missing:
@@ -332,18 +341,9 @@ def read_layer2(path: str | os.PathLike, recipes: dict[str, Recipe], dropped_ids
     problems = problems or _Problems(on_bad_record)
     seen: dict[str, int] = {}
     for i, rec in iter_records(path, progress, "layer2", "a list"):
-        if not isinstance(rec, dict):
-            problems(path, i, None, f"must be an object, got {type(rec).__name__}")
+        rid = problems.record_id(path, i, rec, seen)
+        if rid is None:
             continue
-        rid = rec.get("id")
-        if not isinstance(rid, str) or not rid:
-            problems(path, i, rid, "missing field 'id'" if "id" not in rec
-                     else "field 'id' must be a non-empty string")
-            continue
-        if rid in seen:
-            problems(path, i, rid, f"duplicate id: also record #{seen[rid]}")
-            continue
-        seen[rid] = i
         if "images" not in rec:
             problems(path, i, rid, "missing field 'images'")
             continue
