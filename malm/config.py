@@ -40,6 +40,8 @@ def _f(default: Any, help: str, choices: tuple | None = None,  # noqa: A002 - mi
 # ----------------------------------------------------------------------------------------- data
 @dataclass
 class DataConfig:
+    """Where the data is, and how the one-off cache is built and read (section ``data``)."""
+
     root: str = _f("data/synth", "Recipe1M-format root (layer1.json, layer2.json, images/...). "
                    "Point it at a real Recipe1M download to use the real data.")
     synthetic: bool = _f(True, "Generate the synthetic default (section `synth`) into `root` before "
@@ -96,7 +98,7 @@ class DataConfig:
 # ---------------------------------------------------------------------------------------- synth
 @dataclass
 class SynthConfig:
-    """Size, difficulty and seed of the synthetic dataset (the ``synth`` config section)."""
+    """Size, difficulty and seed of the synthetic dataset (section ``synth``)."""
 
     seed: int = _f(0, "Seed of the whole dataset: same seed and config give byte-identical files.")
     n_train: int = _f(10000, "Train recipes with images (text-only recipes come on top).")
@@ -153,6 +155,8 @@ class SynthConfig:
 # ---------------------------------------------------------------------------------------- model
 @dataclass
 class ImageEncoderConfig:
+    """The CLIP ViT image encoder (section ``model.image``)."""
+
     arch: str = _f("vit_base_patch16_clip_224", "timm architecture name (paper: CLIP ViT-B/16).")
     img_size: int = _f(64, "Input side in pixels (paper: 224).")
     patch_size: int = _f(8, "Patch side in pixels (paper: 16).")
@@ -173,6 +177,8 @@ class ImageEncoderConfig:
 
 @dataclass
 class RecipeEncoderConfig:
+    """T-Food's hierarchical recipe encoder (section ``model.recipe``)."""
+
     width: int = _f(64, "Transformer width of the T-Food recipe encoder (paper: 512).")
     layers: int = _f(1, "Layers per sentence/merger transformer (paper: 2).")
     heads: int = _f(2, "Attention heads (paper: 4).")
@@ -186,12 +192,16 @@ class RecipeEncoderConfig:
 
 @dataclass
 class MaskConfig:
+    """Mask augmentation of the student's input, made on the data side (``model.mask``)."""
+
     ratio: float = _f(0.75, "Fraction of image patches hidden from the student (paper: 0.75).")
     recipe_ratio: float = _f(0.0, "Fraction of recipe tokens masked ('mask both' ablation: 0.75).")
 
 
 @dataclass
 class MatchingConfig:
+    """The two-level matching module psi / psi' (section ``model.matching``)."""
+
     width: int = _f(64, "Width D of the two-level matching module (paper: 768).")
     psi_layers: int = _f(1, "Layers of psi, the decoder where image tokens query recipe tokens "
                          "(T-Food n_layers_cross_image: 1).")
@@ -212,6 +222,8 @@ class MatchingConfig:
 
 @dataclass
 class DistillConfig:
+    """Masked self-distillation: the predictor and the EMA teacher (``model.distill``)."""
+
     predictor_layers: int = _f(1, "Predictor transformer layers (paper 4.3: 2).")
     predictor_heads: int = _f(2, "Predictor heads (paper 4.3: 2).")
     predictor_width: int = _f(96, "Predictor width (paper: 768).")
@@ -222,17 +234,21 @@ class DistillConfig:
 
 @dataclass
 class ModelConfig:
-    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
-    recipe: RecipeEncoderConfig = field(default_factory=RecipeEncoderConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    matching: MatchingConfig = field(default_factory=MatchingConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    """The model (section ``model``): its parts, and the joint embedding width."""
+
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)      # malm.models.image
+    recipe: RecipeEncoderConfig = field(default_factory=RecipeEncoderConfig)   # malm.models.recipe
+    mask: MaskConfig = field(default_factory=MaskConfig)                       # malm.data.masking
+    matching: MatchingConfig = field(default_factory=MatchingConfig)           # malm.models.matching
+    distill: DistillConfig = field(default_factory=DistillConfig)  # malm.models.predictor, .ema
     embed_dim: int = _f(128, "Joint embedding dimension (T-Food dim_emb, paper: 1024).")
 
 
 # ---------------------------------------------------------------------------------------- losses
 @dataclass
 class LossConfig:
+    """The loss terms: weights, and T-Food's triplet settings (section ``loss``)."""
+
     lambda_itc: float = _f(1.0, "Weight of the semantic triplet retrieval loss L_itc.")
     lambda_gc: float = _f(1.0, "Weight of the global contrastive loss L_GC (lambda_itm; 0 = off).")
     lambda_lc: float = _f(1.0, "Weight of the local contrastive loss L_LC (lambda_itm; 0 = off).")
@@ -257,6 +273,8 @@ class LossConfig:
 # ----------------------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
+    """The training loop (section ``train``)."""
+
     epochs: int = _f(2, "Training epochs (paper: 120).")
     batch_size: int = _f(64, "Batch size (paper: 128).")
     lr: float = _f(1e-3, "Adam learning rate for all but the image encoder (paper: 1e-5).")
@@ -280,6 +298,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """The protocols and bags ``malm evaluate`` reports (section ``eval``)."""
+
     protocols: list = _f(["tfood"], "Bag protocols: tfood (consecutive bags) and/or ht (H-T's "
                          "random subsets of the id-sorted set).", choices=("tfood", "ht"), items="str")
     bags: list = _f([[1000, 10], [10000, 5]], "List of [bag_size, n_bags].", items="int_pair")
@@ -325,6 +345,8 @@ class PretrainConfig:
 # ----------------------------------------------------------------------------------------- slurm
 @dataclass
 class SlurmConfig:
+    """Where stages run, and the Slurm resources of a job (section ``slurm``)."""
+
     executor: str = _f("inline", "How train/embed/evaluate stages run: inline (in this process), slurm "
                        "(a Slurm job through submitit; the command blocks until it ends), local (a "
                        "submitit subprocess on this machine) or debug (submitit in-process).")
@@ -349,14 +371,17 @@ class SlurmConfig:
 # ------------------------------------------------------------------------------------------ root
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """The whole tree: one field per section, and the variant it was built for."""
+
+    # each section, and the package that reads it
+    data: DataConfig = field(default_factory=DataConfig)              # malm.data
+    synth: SynthConfig = field(default_factory=SynthConfig)           # malm.synth
+    model: ModelConfig = field(default_factory=ModelConfig)           # malm.models
+    loss: LossConfig = field(default_factory=LossConfig)              # malm.losses
+    train: TrainConfig = field(default_factory=TrainConfig)           # malm.train
+    eval: EvalConfig = field(default_factory=EvalConfig)              # malm.eval, malm.launch
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)           # malm.launch
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # malm.train.pretrain
     variant: str = _f("malm", "Name of the variant this config was built for.")
 
     def __post_init__(self) -> None:
