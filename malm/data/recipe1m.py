@@ -3,7 +3,8 @@ images under ``<root>/<partition>/<c0>/<c1>/<c2>/<c3>/<image id>``) and the H-T 
 
 Every defect of the input is reported as a :class:`Recipe1MError` naming the file, the record (index
 and id) and what is wrong. Images listed in ``layer2.json`` but absent on disk are counted, not fatal;
-decoding the images (corrupt files) is left to the cache builder (``malm.data.cache``, ``malm.data.store``).
+decoding the images (corrupt files) is left to the cache builder (``malm.data.cache``,
+``malm.data.store``).
 
 Split rule: without ``split_dir`` a recipe's split is its layer1 ``partition``; with it, the ids in
 ``train.txt``/``val.txt``/``test.txt`` define the paired set of each split (H-T), and recipes not listed

@@ -25,12 +25,13 @@ from malm.report.tables import (MISSING, NO_RESULTS, TABLE1_PAPER_ROWS, ablation
                                 table2, table3, wide_table)
 from malm.report.write import build_tables, export, to_latex, to_markdown
 
-__all__ = ["BAG_COLUMNS", "BAGS_FILE", "COLUMNS", "DIRECTIONS", "METRICS", "MISSING", "NO_RESULTS",
-           "TABLE1_PAPER_ROWS", "ablation_table", "bag_label", "build_tables", "compare",
-           "comparison_pairs", "collect_grounding", "coverage", "dedupe", "differences", "differences_table", "export",
-           "figure_curves", "figure_mask_ratio", "figure_recall", "fmt", "fmt_ci", "fmt_diff",
-           "grounding_summary", "inventory", "load_bags", "load_curves", "load_ours", "mask_ratios",
-           "missing_note", "ours_label", "paper_claims", "paper_inconsistencies",
-           "paper_label", "paper_mask_ratios", "paper_table", "paper_with_variants", "pick",
-           "same_config", "summarise", "table1", "table2", "table3", "table_variants", "to_latex",
-           "to_markdown", "wide_table"]
+__all__ = ["ablation_table", "BAG_COLUMNS", "bag_label", "BAGS_FILE", "build_tables",
+           "collect_grounding", "COLUMNS", "compare", "comparison_pairs", "coverage", "dedupe",
+           "differences", "differences_table", "DIRECTIONS", "export", "figure_curves",
+           "figure_mask_ratio", "figure_recall", "fmt", "fmt_ci", "fmt_diff", "grounding_summary",
+           "inventory", "load_bags", "load_curves", "load_ours", "mask_ratios", "METRICS",
+           "MISSING", "missing_note", "NO_RESULTS", "ours_label", "paper_claims",
+           "paper_inconsistencies", "paper_label", "paper_mask_ratios", "paper_table",
+           "paper_with_variants", "pick", "same_config", "summarise", "table1",
+           "TABLE1_PAPER_ROWS", "table2", "table3", "table_variants", "to_latex", "to_markdown",
+           "wide_table"]

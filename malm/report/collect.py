@@ -129,7 +129,8 @@ def collect_grounding(grounding_dir: str | os.PathLike) -> pd.DataFrame:
             if not r.get("has_matching"):
                 continue
             lo, hi = r["accuracy_ci95"]
-            rows.append({"variant": path.parent.parent.name, "display": display_name(path.parent.parent.name),
+            variant = path.parent.parent.name
+            rows.append({"variant": variant, "display": display_name(variant),
                          "seed": int(path.parent.name.removeprefix("seed")), "split": r["split"],
                          "rule": r["rule"], "n_pairs": r["n_pairs"], "n_targets": r["n_targets"],
                          "accuracy": r["accuracy"], "chance": r["chance"], "lift": r["lift"],

@@ -116,7 +116,7 @@ def training_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1"):
 
 
 def grounding_points(df: pd.DataFrame, order: list[str] | None = None):
-    """Pointing accuracy per variant (``malm.report.collect.collect_grounding``): one point per seed with its
+    """Pointing accuracy per variant (``collect.collect_grounding``): one point per seed with its
     95 % interval (bootstrap over test pairs), and the chance rate as a grey bar behind them."""
     names = [d for d in (order or []) if d in set(df["display"])] or list(dict.fromkeys(df["display"]))
     fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6))
