@@ -1,0 +1,1 @@
+"""Training: the epoch loop, checkpoints, DDP, schedules, seeding and the CLIP stand-in pretraining."""
