@@ -191,6 +191,10 @@ def test_difference_cells_say_when_the_interval_covers_zero():
     assert fmt_diff(0.3, -0.9, 1.5) == "≈0 (+0.3 [-0.9, +1.5])"
     assert fmt_diff(-1.0, -1.5, -0.2) == "-1.0 [-1.5, -0.2]"  # medR: lower, shown as a difference
     assert fmt_diff(0.3, np.nan, np.nan) == "+0.3 (no CI)"
+    # an interval that excludes 0 but rounds to it gets the digits that show it
+    assert fmt_diff(-0.004, -0.006, -0.002) == "-0.004 [-0.006, -0.002]"
+    assert fmt_diff(0.02, 0.01, 0.03) == "+0.02 [+0.01, +0.03]"
+    assert fmt_diff(-0.004, -0.009, 0.001) == "≈0 (-0.0 [-0.0, +0.0])"  # covers 0: no extra digits
     assert covers_zero(0.0, 1.0) and covers_zero(np.nan, np.nan) and not covers_zero(0.01, 1.0)
     assert fmt_ci(11.0, 10.0, 12.0) == "11.0 [10.0, 12.0]" and fmt_ci(11.0, np.nan, np.nan) == "11.0"
 

@@ -55,11 +55,16 @@ def covers_zero(lo: float, hi: float) -> bool:
 def fmt_diff(mean: float, lo: float, hi: float, digits: int = 1) -> str:
     """A difference with its interval: '+2.1 [+0.8, +3.4]' when the interval excludes 0, and
     '≈0 (+0.3 [-0.9, +1.5])' when it covers 0 (judged on the unrounded bounds); '+0.3 (no CI)'
-    without an interval."""
+    without an interval. An interval that excludes 0 but would round to it ('-0.0 [-0.0, -0.0]')
+    gets more digits, up to 4, so that the cell shows why it is not '≈0'."""
     if mean is None or pd.isna(mean):
         return "—"
     if pd.isna(lo) or pd.isna(hi):
         return f"{mean:+.{digits}f} (no CI)"
+    if not covers_zero(lo, hi):
+        near = min(abs(lo), abs(hi))
+        while digits < 4 and round(near, digits) == 0:
+            digits += 1
     cell = f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
     return f"≈0 ({cell})" if covers_zero(lo, hi) else cell
 
