@@ -430,3 +430,40 @@ def test_jpeg_store_matches_the_raw_store(tmp_path):
     ds = RecipeImageDataset(jpg, "train", train=True, image_size=24, seed=0)
     assert ds[0]["image"].shape == (3, 24, 24)
     assert pickle.loads(pickle.dumps(ds))[1]["image"].shape == (3, 24, 24)
+
+
+def test_cache_images_cap_with_worker_pool_finishes_and_matches_inline(tmp_path: Path) -> None:
+    """A capped split decoded by the worker pool stops at the cap, shuts the pool down and writes
+    what the inline path writes. (The imap-based version once hung in pool.join at the cap; that
+    race did not reproduce here, so this guards the chunked path's result, not the race itself.)"""
+    import threading
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from malm.data import store
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(1500):
+        p = tmp_path / "img" / f"{i:04d}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(p)
+        pairs.append(SimpleNamespace(id=f"{i:010x}", found=[str(p)]))
+    cap = 2 * store._PAIRS_PER_CHUNK + 37  # inside the third chunk; 1000+ results left unread
+    out = {}
+
+    def build(name: str, workers: int) -> None:
+        (tmp_path / name).mkdir()
+        out[name] = store.cache_images(pairs, tmp_path / name, 64, cap, workers, False, "train")
+
+    t = threading.Thread(target=build, args=("pool", 2), daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "cache_images with a worker pool did not finish at the cap"
+    build("inline", 1)
+    for name in ("pool", "inline"):
+        assert len(out[name].pairs) == cap and out[name].over_cap == len(pairs) - cap
+    assert out["pool"].names == out["inline"].names
+    np.testing.assert_array_equal(np.load(tmp_path / "pool" / "images.npy"),
+                                  np.load(tmp_path / "inline" / "images.npy"))

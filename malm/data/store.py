@@ -157,6 +157,9 @@ class _JpegWriter:
         np.save(self.folder / "images_jpeg_offsets.npy", np.asarray(self.offsets, dtype=np.int64))
 
 
+_PAIRS_PER_CHUNK = 256  # pairs decoded per pool.map call in cache_images
+
+
 def cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, workers: int,
                   progress: bool, split: str, per_recipe: int | None = None,
                   quality: int | None = None) -> SplitImages:
@@ -164,46 +167,60 @@ def cache_images(pairs: list[Recipe], out: Path, size: int, cap: int | None, wor
     (``out/images.npy``) or, with a JPEG ``quality``, the jpeg store, until ``cap`` pairs."""
     res = SplitImages()
     found = [r.found[:per_recipe] if per_recipe else r.found for r in pairs]
-    tasks = ((p, size, quality) for f in found for p in f)
     total = sum(len(f) for f in found)
     writer = _NpyRowWriter(out / "images.npy", (size, size, 3)) if quality is None else _JpegWriter(out)
     bar = tqdm(total=total, desc=f"images {split}", unit="img", disable=not progress,
                mininterval=1.0)
     pool = None
+    if workers > 1 and total >= _INLINE_IMAGES:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
+        pool = ctx.Pool(workers)
+    done = False
     try:
-        if workers > 1 and total >= _INLINE_IMAGES:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp
-            pool = ctx.Pool(workers)
-            results = pool.imap(_resize_task, tasks, chunksize=8)
-        else:
-            results = map(_resize_task, tasks)
-        for i, (r, paths) in enumerate(zip(pairs, found)):
+        # Chunks of pairs, each decoded with a blocking map: at the cap no task is outstanding,
+        # so the pool shuts down cleanly (terminating an imap fed by a generator could hang join).
+        for start in range(0, len(pairs), _PAIRS_PER_CHUNK):
             if cap is not None and len(res.pairs) >= cap:
-                res.over_cap = len(pairs) - i
+                res.over_cap = len(pairs) - start
                 break
-            good = []
-            for p in paths:
-                img = next(results)
-                bar.update(1)
-                if isinstance(img, str):
-                    res.corrupt += 1
-                    if len(res.examples) < 50:
-                        res.examples.append({"split": split, "recipe": r.id, "path": p, "error": img})
-                    continue
-                writer.append(img)
-                res.bytes += len(img) if isinstance(img, bytes) else img.nbytes
-                good.append(os.path.basename(p))
-            if good:
-                res.pairs.append(r)
-                res.names += good
-                res.offsets.append(len(res.names))
-            else:
-                res.dropped_corrupt += 1
+            chunk = range(start, min(start + _PAIRS_PER_CHUNK, len(pairs)))
+            tasks = [(p, size, quality) for i in chunk for p in found[i]]
+            results = iter(pool.map(_resize_task, tasks, chunksize=8) if pool is not None
+                           else map(_resize_task, tasks))
+            for i in chunk:
+                r, paths = pairs[i], found[i]
+                if cap is not None and len(res.pairs) >= cap:
+                    res.over_cap = len(pairs) - i
+                    break
+                good = []
+                for p in paths:
+                    img = next(results)
+                    bar.update(1)
+                    if isinstance(img, str):
+                        res.corrupt += 1
+                        if len(res.examples) < 50:
+                            res.examples.append({"split": split, "recipe": r.id, "path": p, "error": img})
+                        continue
+                    writer.append(img)
+                    res.bytes += len(img) if isinstance(img, bytes) else img.nbytes
+                    good.append(os.path.basename(p))
+                if good:
+                    res.pairs.append(r)
+                    res.names += good
+                    res.offsets.append(len(res.names))
+                else:
+                    res.dropped_corrupt += 1
+            if res.over_cap:
+                break
+        done = True
     finally:
         bar.close()
         writer.close()
         if pool is not None:
-            pool.terminate()
+            if done:
+                pool.close()
+            else:
+                pool.terminate()
             pool.join()
     if res.corrupt and progress:
         tqdm.write(f"{split}: skipped {res.corrupt} corrupt image(s); {res.dropped_corrupt} "
