@@ -12,6 +12,8 @@ export PYTHONHASHSEED := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # -m expression for `make test`: CI runs everything but the slow and GPU tests.
 TEST_MARKERS ?= not slow and not gpu
+# Free disk (GB) a new venv needs before pip starts.
+VENV_MIN_FREE_GB ?= 7
 
 .PHONY: setup repro smoke test test-all cluster cluster-stop bench lab clean-runs
 
@@ -19,7 +21,13 @@ setup: $(VENV)/.installed
 
 # pip byte-compiles the venv (about 25 s). Keep it: with PYTHONDONTWRITEBYTECODE=1 (set on this
 # machine) Python never caches what it compiles, and every stage would pay ~7 s of imports again.
+# A new venv takes about 6.5 GB (torch 2.14.1 is a CUDA build: 3.2 GB of nvidia libraries), so a
+# nearly full disk fails here, with the figure, rather than midway through pip.
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(VENV_MIN_FREE_GB) ]; then \
+	    echo "make setup: a new $(VENV) needs about 7 GB of disk; $$free GB free on $$(df -P . | awk 'NR==2 {print $$6}') (VENV_MIN_FREE_GB=$(VENV_MIN_FREE_GB))" >&2; \
+	    exit 1; fi; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -80,12 +80,17 @@ def test_grid_array_status_resubmit_collect(tmp_path, tiny_data):
 def test_training_job_requeues_at_its_time_limit_and_resumes(tmp_path, tiny_data):
     """`malm train --executor slurm` with a 1-minute limit and more than a minute of work: Slurm
     signals the job, submitit requeues it (same job id) and the trainer resumes from its last
-    per-epoch checkpoint; the waiting command returns once the run has finished."""
+    per-epoch checkpoint; the waiting command returns once the run has finished.
+
+    The work must outlast the first USR2, which the local cluster sends about 30 s into the job:
+    30 tiny epochs once finished in under 30 s on an idle machine (no requeue), so the run has 60
+    (2 starts at about 1 epoch/s, 3-4 starts at 0.6 epoch/s, about a minute per start)."""
+    epochs = 60
     run_dir = tmp_path / "run"
     t0 = time.monotonic()
     p = malm("train", "--config", str(SMOKE), "--variant", "baseline", "--run-dir", str(run_dir),
              "--executor", "slurm",
-             *overrides(tiny_data, **{"train.epochs": 30, "train.threads": 1, "train.val_pairs": 50,
+             *overrides(tiny_data, **{"train.epochs": epochs, "train.threads": 1, "train.val_pairs": 50,
                                       "slurm.timeout_min": 1, "slurm.max_requeues": 8,
                                       "slurm.log_dir": str(tmp_path / "logs")}), timeout=900)
     elapsed = time.monotonic() - t0
@@ -97,6 +102,6 @@ def test_training_job_requeues_at_its_time_limit_and_resumes(tmp_path, tiny_data
     assert [s["slurm_restart_count"] for s in starts] == list(range(len(starts))), starts
     assert all(b["start_epoch"] > a["start_epoch"] for a, b in zip(starts, starts[1:])), starts
     history = json.loads((run_dir / "history.json").read_text())
-    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 30 and "val/img2rec_R@1" in metrics
+    assert metrics["epochs"] == epochs and "val/img2rec_R@1" in metrics
