@@ -292,6 +292,11 @@ class TrainConfig:
     amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU).")
     compile: bool = _f(False, "torch.compile the model (GPU).")
     threads: int = _f(0, "torch CPU threads (0 = leave torch's default).")
+    deterministic: bool | None = _f(None, "Deterministic kernels (torch.use_deterministic_algorithms). "
+                                    "null = on for CPU runs: with 2+ threads the matching module's "
+                                    "index backward otherwise accumulates in a different order each "
+                                    "run (no measured cost); off on CUDA, where deterministic kernels "
+                                    "cost speed (true opts in and sets CUBLAS_WORKSPACE_CONFIG).")
     val_pairs: int = _f(1000, "Validation bag size for the per-epoch R@1 (1k).")
     log_every: int = _f(20, "Log losses every N steps.")
 
@@ -491,6 +496,8 @@ def _coerce_optional(value: Any, annotation: str, path: str) -> Any:
     if value is None:
         return None
     kinds = {k.strip() for k in annotation.split("|")}
+    if "bool" in kinds:
+        return _coerce(value, False, path)
     if "float" in kinds:
         return _coerce(value, 0.0, path)
     if "int" in kinds:

@@ -238,3 +238,51 @@ def test_ddp_gathered_losses_and_gradients_equal_the_single_process_ones(tmp_pat
         for k, v in res["ref"].items():
             assert res["ddp"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (candidates, k)
         assert res["worst_grad_rel_err"] < 1e-3, res
+
+
+@pytest.fixture
+def restore_determinism():
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.set_num_threads(before[1])
+
+
+def test_repeated_index_backward_is_bit_reproducible_with_two_threads(restore_determinism):
+    """The matching module gathers each image's tokens for many candidate pairs (``i_all[pi]``).
+    Without deterministic kernels the backward adds the repeated rows with atomics on 2+ threads and
+    the sum's rounding changes from run to run (seen: 5 backward passes, not all equal)."""
+    from malm.train.seeding import set_deterministic
+
+    torch.set_num_threads(2)
+    assert set_deterministic(None, torch.device("cpu"))  # null = on for CPU
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 65, 48, generator=g)  # [images, 1+P tokens, D] as the CPU default
+    idx = torch.randint(0, 64, (64 * 12,), generator=g)  # each image in ~12 pairs
+    w = torch.randn(64 * 12, 65, 48, generator=g)
+    grads = []
+    for _ in range(5):
+        leaf = x.clone().requires_grad_()
+        (leaf[idx] * w).sum().backward()
+        grads.append(leaf.grad)
+    assert all(torch.equal(grads[0], other) for other in grads[1:])
+    assert not set_deterministic(None, torch.device("cuda"))  # null = off on CUDA (speed)
+    assert set_deterministic(True, torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"]
+
+
+def test_matching_variant_is_bit_reproducible_on_two_threads(tmp_path, tiny_data):
+    """Two runs of MALM (every loss on) with 2 threads give the same weights to the bit
+    (with train.deterministic=false this test fails: checked when it was written)."""
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        p = run(train_args(d, tiny_data, **{"train.epochs": 1, "train.threads": 2,
+                                             "train.freeze_image_epochs": 0}))
+        assert p.returncode == 0, p.stderr[-3000:]
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in dirs)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_deterministic_key_is_checked(tmp_path, tiny_data):
+    p = run(train_args(tmp_path / "run", tiny_data, **{"train.deterministic": "sometimes"}))
+    assert p.returncode != 0 and "train.deterministic" in p.stderr, p.stderr[-2000:]

@@ -47,7 +47,7 @@ from malm.models.heads import EmbeddingHead
 from malm.models.image import ImageEncoder
 from malm.synth.write import generate
 from malm.train.schedules import lr_factor
-from malm.train.seeding import seed_everything
+from malm.train.seeding import seed_everything, set_deterministic
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     cache = prepare(data_cfg, progress=progress)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    set_deterministic(cfg.train.deterministic, torch.device("cpu"))  # the stand-in trains on the CPU
     seed_everything(p.seed)
     size = cfg.model.image.img_size
     train_ds = RecipeImageDataset(cache, "train", train=True, image_size=size, seed=p.seed)

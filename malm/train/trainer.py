@@ -38,7 +38,7 @@ from malm.train.checkpoint import (changed_code, code_fingerprint, input_fingerp
                                    resume_state)
 from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
 from malm.train.schedules import cosine_momentum_schedule, lr_factor
-from malm.train.seeding import epoch_seed, seed_everything
+from malm.train.seeding import epoch_seed, seed_everything, set_deterministic
 
 # the fingerprint of the code a run was trained with is part of what this module records
 __all__ = ["train", "changed_code", "code_fingerprint"]
@@ -81,6 +81,7 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    set_deterministic(cfg.train.deterministic, device)
     if cfg.train.batch_size % world:
         raise C.ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
                             f"{world} ranks (it is the global batch)")
