@@ -25,7 +25,8 @@ def candidate_info_nce(pair_logits: torch.Tensor, cand: torch.Tensor, target: to
 
     pair_logits [U] or [U, P], cand [B, K] (rows into U), target [B] -> scalar
     """
-    logits = pair_logits[cand]  # [B, K] or [B, K, P]
+    # index_select: a pair is a candidate of several anchors (see malm.models.matching)
+    logits = pair_logits.index_select(0, cand.flatten()).view(*cand.shape, *pair_logits.shape[1:])
     if logits.dim() == 3:  # one InfoNCE per patch: [B, K, P] -> [B * P, K]
         P = logits.shape[2]
         logits = logits.permute(0, 2, 1).reshape(-1, logits.shape[1])

@@ -197,8 +197,12 @@ class TwoLevelMatching(nn.Module):
         pairs, inverse = torch.unique(keys, return_inverse=True)
         pi, pr = pairs // G, pairs % G
         pad = pad_all[pr]
-        i_att, attn = self.psi(i_all[pi], r_all[pr], None, pad, need_weights=True)
-        r_att, _ = self.psi_r(r_all[pr], i_att, pad, None)
+        # index_select, not i_all[pi]: each row repeats in many pairs, and the backward of advanced
+        # indexing adds the repeats with atomics on 2+ CPU threads (a different rounding every run);
+        # index_select's backward (index_add_) adds them in order, and is faster on the CPU.
+        r_pairs = r_all.index_select(0, pr)
+        i_att, attn = self.psi(i_all.index_select(0, pi), r_pairs, None, pad, need_weights=True)
+        r_att, _ = self.psi_r(r_pairs, i_att, pad, None)
         K = cand_i2r.shape[1]
         out = {"pair_i_att": i_att, "pair_attn": attn, "pair_r_att": r_att, "pair_rec_pad": pad,
                "cand_i2r": inverse[:B * K].view(B, K), "target_i2r": target_i2r,
