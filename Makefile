@@ -15,7 +15,7 @@ TEST_MARKERS ?= not slow and not gpu
 # Free disk (GB) a new venv needs before pip starts.
 VENV_MIN_FREE_GB ?= 7
 
-.PHONY: setup repro smoke test test-all cluster cluster-stop bench lab clean-runs
+.PHONY: setup repro converge smoke test test-all cluster cluster-stop bench lab clean-runs
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 ## Main job: the whole default pipeline (synthetic data, baselines + MALM, 3 seeds, tables, figures).
 repro: setup
 	dvc repro
+
+## The converge profile (configs/converge.yaml, README "The converge profile"): every variant x seed
+## of params.yaml trained until validation stops improving (patience 3, at most 30 epochs), embedded
+## and evaluated from its best checkpoint, tables and figures; all of it under converge/. Set-up as
+## `make repro`: the venv, then the pipeline's data and CLIP stand-in (`dvc repro` of those two
+## stages: nothing to do when they are up to date). Re-running resumes and skips finished runs.
+## Options: make converge CONVERGE_ARGS="--variants baseline,malm --seeds 0 train.patience=2"
+CONVERGE_ARGS ?=
+converge: setup
+	dvc repro prepare pretrain
+	$(PY) -m malm.cli converge --config params.yaml --config configs/converge.yaml $(CONVERGE_ARGS)
 
 ## The local single-node Slurm cluster (munge, slurmdbd+MariaDB, slurmctld, slurmd).
 cluster:

@@ -162,9 +162,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from malm import variants
 
         cfg = variants.resolve_from_files("malm", args.config or [], {"eval": {"seed": args.seed}})
-        for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir):
+        for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir,
+                              run_dir=args.run_dir):
             print(path)
         return 0
+    if args.run_dir:
+        raise ValueError("--run-dir (re-ranking) needs --out-dir (the config-driven mode)")
     from malm.eval.embeddings import load_embeddings
     from malm.eval.protocol import evaluate
 
@@ -212,6 +215,15 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_converge(args: argparse.Namespace) -> int:
+    from malm.launch.converge import DEFAULT_CONFIGS, run_converge
+
+    run_converge(args.config or list(DEFAULT_CONFIGS), variants=args.variants, seeds=args.seeds,
+                 out=args.out, overrides=args.overrides, executor=args.executor,
+                 dataset=args.dataset, tables=not args.no_tables, progress=not args.quiet)
+    return 0
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from malm.launch import grid
 
@@ -232,6 +244,10 @@ def _int_list(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -315,7 +331,10 @@ def make_parser() -> argparse.ArgumentParser:
     # evaluate
     p = sub.add_parser("evaluate", help="Recipe1M retrieval metrics (medR, R@1/5/10, both directions).",
                        description="Evaluate EMB.npz (arrays image [N,D], recipe [N,D], ids [N]) with "
-                                   "the Recipe1M protocol: cosine similarity, 1-based ranks, mean/std over bags.")
+                                   "the Recipe1M protocol: cosine similarity, 1-based ranks, mean/std over "
+                                   "bags. With --out-dir and --run-dir, also T-Food's test-time reading: "
+                                   "each query's top eval.rerank_k (10) re-ranked by the run's matching "
+                                   "module, written as protocol <protocol>+rerank<k>.")
     p.add_argument("emb", help="Embeddings .npz.")
     p.add_argument("--protocol", choices=["tfood", "ht"], default="tfood",
                    help="tfood: consecutive bags in file order (T-Food/MALM). ht: H-T's random subsets of "
@@ -326,9 +345,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="Write the metrics JSON here (atomically).")
     p.add_argument("--out-dir", default=None,
                    help="Config-driven mode: evaluate every protocol x bag of the `eval` config section "
-                        "(from --config files) into OUT_DIR/<protocol>_<bag>.json.")
+                        "(from --config files) into OUT_DIR/<protocol>_<bag>.json (and, with --run-dir, "
+                        "the re-ranked <protocol>+rerank<k>_<bag>.json).")
     p.add_argument("--config", action="append", metavar="YAML",
                    help="Config file(s) for --out-dir, e.g. params.yaml (its `eval` and `slurm` sections).")
+    p.add_argument("--run-dir", default=None,
+                   help="With --out-dir: the training run EMB came from. When eval.rerank_k > 0 and its "
+                        "model has a matching module, each query's top k (by cosine) is re-ordered by "
+                        "the module's pair score (T-Food's k_test) for eval.rerank_protocols x eval.rerank_bags "
+                        "-> OUT_DIR/<protocol>+rerank<k>_<bag>.json, from the checkpoint EMB records "
+                        "(the split is run through the model once more for its token sets). Without "
+                        "it, or for a model without a matching module, only the dual-encoder results.")
     _add_executor_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -388,6 +415,48 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Folder of <variant>/seed<k>/grounding.json (`malm grounding`): adds "
                         "grounding.csv, a grounding table in tables.md and figures/grounding.png.")
     p.set_defaults(func=cmd_tables)
+
+    # converge
+    p = sub.add_parser(
+        "converge", formatter_class=fmt,
+        help="The converge profile: every variant x seed trained until validation stops improving, "
+             "then embedded, evaluated and tabulated into a folder of its own.",
+        description="Train every variant x seed (default: `pipeline` of the config files) with the "
+                    "config files (default: params.yaml + configs/converge.yaml: at most "
+                    "train.epochs epochs, stopping once validation img2rec medR/R@1 has not improved "
+                    "for train.patience epochs), embed eval.split with each run's best checkpoint "
+                    "and evaluate every protocol x bag of `eval` (as the pipeline's `malm train`, "
+                    "`malm embed`, `malm evaluate`), then `malm tables` into OUT. Prints each run's "
+                    "wall time; OUT/converge.json and OUT/converge.md record them and the total.",
+        epilog="Outputs under OUT: runs/<variant>/seed<k>/, embeddings/<variant>/seed<k>/<split>.npz, "
+               "metrics/<variant>/seed<k>/*.json, tables/, figures/ (learning_curves.png among "
+               "them), summary.json, converge.json, converge.md.\n\n"
+               "Re-running resumes: finished runs (metrics.json written, same resolved config) are "
+               "not trained again, unfinished ones resume from their last checkpoint, and a run "
+               "trained under another config is refused. Embedding and evaluation are redone only "
+               "where a run's metrics are missing or older than its best checkpoint.\n\n"
+               "Config keys:\n" + config_help())
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="Config overlay file(s) applied in order (repeat the flag). Default: "
+                        "params.yaml then configs/converge.yaml.")
+    p.add_argument("--variants", type=_str_list, default=None, metavar="V[,V...]",
+                   help="Comma-separated variants to run, e.g. baseline,malm (default: "
+                        "pipeline.variants of the config files).")
+    p.add_argument("--seeds", type=_int_list, default=None, metavar="S[,S...]",
+                   help="Comma-separated seeds, e.g. 0,1 (default: pipeline.seeds of the config "
+                        "files).")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="Output folder of the profile (default: converge.out of the config files, "
+                        "else converge). Nothing is written outside it.")
+    p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
+    p.add_argument("--no-tables", action="store_true",
+                   help="Train, embed and evaluate only; skip `malm tables`.")
+    p.add_argument("--quiet", action="store_true", help="No progress bars.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Dotted config overrides for every run, after the config files and the "
+                        "variant, e.g. train.epochs=10 train.patience=2 (keys listed below).")
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_converge)
 
     # grid
     grid = sub.add_parser("grid", help="Ablation grids as Slurm job arrays: submit, status, collect.",

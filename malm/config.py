@@ -297,7 +297,19 @@ class TrainConfig:
                              "(a CPU step ~10-20 %). CPU runs are bit-reproducible without it: the "
                              "training path uses no kernel that accumulates with atomics.")
     val_pairs: int = _f(1000, "Validation bag size for the per-epoch R@1 (1k).")
-    log_every: int = _f(20, "Log losses every N steps.")
+    patience: int = _f(0, "Early stopping (0 = off): stop after the epoch at which the validation "
+                       "score (T-Food's saving criteria: img2rec medR, then R@1) has not improved "
+                       "for this many epochs; train.epochs is then the maximum. The learning-rate "
+                       "and momentum schedules are still laid out over train.epochs (a cosine "
+                       "schedule does not reach 0 in a run that stops early). checkpoint_best.pt "
+                       "keeps the best epoch; metrics.json records stopped_early and epochs_run.")
+    log_every: int = _f(20, "Log losses every N steps (and, with log_grad_norms, each loss term's "
+                        "gradient norm on the shared encoders).")
+    log_grad_norms: bool = _f(True, "Every log_every steps, differentiate each weighted loss term on "
+                              "its own and log its gradient norm on the recipe encoder, the word "
+                              "embedding and the ViT (grad/<term>/<group>, grad_share/<term>/<group>: "
+                              "epoch means in history.json and dvclive). One extra backward per term on "
+                              "a logging step; the trained weights do not change.")
 
 
 @dataclass
@@ -312,6 +324,15 @@ class EvalConfig:
                           "many whole consecutive bags as it holds (the result records n_bags) instead "
                           "of failing.")
     split: str = _f("test", "Split to embed and evaluate.")
+    rerank_k: int = _f(10, "Test-time re-ranking (T-Food's k_test: 10): with `malm evaluate --run-dir` "
+                       "and a model that has a matching module, each query's top k by cosine is "
+                       "re-ordered by the module's pair score and written as protocol "
+                       "<protocol>+rerank<k> beside the dual-encoder result; 0 = off.")
+    rerank_bags: list | None = _f(None, "Bag sizes to re-rank (each must be a bag size of eval.bags), "
+                                  "e.g. [1000]; null = every bag size of eval.bags.", items="int")
+    rerank_protocols: list | None = _f(None, "Protocols to re-rank (each must be in eval.protocols), "
+                                       "e.g. [tfood]; null = every protocol of eval.protocols.",
+                                       choices=("tfood", "ht"), items="str")
 
 
 # -------------------------------------------------------------------------------------- pretrain
@@ -420,8 +441,12 @@ def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
             changes[key] = (_coerce_optional(value, str(known[key].type), path) if current is None
                             else _coerce(value, current, path))
             choices = known[key].metadata.get("choices")
-            if isinstance(current, (list, dict)):
+            if isinstance(changes[key], (list, dict)):
                 changes[key] = _check_items(changes[key], known[key].metadata.get("items"), choices, path)
+            elif changes[key] is None and "None" in str(known[key].type):
+                pass  # an optional field set to null
+            elif isinstance(current, (list, dict)):
+                raise ConfigError(f"config key '{path}' expects a {type(current).__name__}, got {value!r}")
             elif choices and changes[key] not in choices:
                 raise ConfigError(f"config key '{path}' must be one of {', '.join(choices)}; "
                                   f"got {changes[key]!r}")
@@ -491,10 +516,13 @@ def _check_items(value: list | dict, items: str | None, choices: tuple | None, p
 
 def _coerce_optional(value: Any, annotation: str, path: str) -> Any:
     """A field whose default is null: check ``value`` against its annotation (``float | None``,
-    ``int | None``, ``str | None``); YAML 1.1 reads "1e-2" as a string, so numbers are parsed."""
+    ``int | None``, ``str | None``, ``list | None``); YAML 1.1 reads "1e-2" as a string, so numbers
+    are parsed."""
     if value is None:
         return None
     kinds = {k.strip() for k in annotation.split("|")}
+    if "list" in kinds and not isinstance(value, list):
+        raise ConfigError(f"config key '{path}' expects a list or null, got {value!r}")
     if "bool" in kinds:
         return _coerce(value, False, path)
     if "float" in kinds:
@@ -538,7 +566,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 # Keys that change how a run executes, not what it computes: a checkpoint may resume under new values.
 RUNTIME_KEYS = ("slurm", "eval", "pretrain", "data.num_workers", "train.device", "train.threads", "train.log_every",
-                "train.compile")
+                "train.compile", "train.log_grad_norms")
 
 
 def identity(cfg: Config) -> dict:

@@ -76,3 +76,17 @@ def test_gpu_check_script_parses():
     p = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")], capture_output=True,
                        text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_rerank_bench_times_a_bag_and_projects_the_paper_cost():
+    """bench_rerank.py at the smoke shapes: one timed bag, and the FLOP-count projection at the
+    paper's shapes (attention counted: the fused CPU kernel would count 0)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_rerank.py"), "--config",
+                        str(SMOKE), "--bags", "50", "--threads", "1"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "one bag of     50" in p.stdout and "1000 pairs requested" in p.stdout
+    assert "PROJECTION (FLOP count, not a measurement)" in p.stdout
+    gflop = float(p.stdout.split(" GFLOP per fused pair")[0].rsplit(" ", 1)[1])
+    assert 7.0 < gflop < 9.0  # psi (1 layer) + psi' (4 layers) at width 768, 197 x 50 tokens

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"  # made-up numbers, see its README.md
 NOTEBOOK = ROOT / "notebooks" / "paper_tables.ipynb"
 PARAMETERS = ["results_csv", "curves_csv", "grounding_csv", "pretrain_json", "grid_dirs", "out_dir",
-              "protocol", "bag_sizes"]
+              "protocol", "rerank_k", "bag_sizes"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,8 @@ def test_table1_mean_std_over_seeds_by_hand(ours, paper):
             ].set_index("metric")["std"]
     assert std["R@1"] == pytest.approx(math.sqrt(2)) and std["R@10"] == pytest.approx(2.5 * math.sqrt(2))
     s = summarise(ours[ours.variant == "malm"])
-    assert s[(s.bag_size == 10000) & (s.direction == "img2rec") & (s.metric == "R@1")]["std"].item() \
+    assert s[(s.protocol == "tfood") & (s.bag_size == 10000) & (s.direction == "img2rec")
+             & (s.metric == "R@1")]["std"].item() \
         == pytest.approx(0.25 / math.sqrt(2))
     # one seed (and no per-bag values): the value alone, never a made-up spread
     g = row(t1, "1k", "global_only")
@@ -257,17 +258,22 @@ def test_notebook_runs_headless_on_the_fixture(tmp_path, monkeypatch):
         f"curves_csv = {str(FIXTURE / 'curves.csv')!r}",
         f"grounding_csv = {str(grounding)!r}", f"pretrain_json = {str(pretrain)!r}",
         f"grid_dirs = [{str(tmp_path / 'grids' / 'table2')!r}, {str(tmp_path / 'grids' / 'table3')!r}]",
-        f"out_dir = {str(out)!r}", "protocol = 'tfood'", "bag_sizes = [1000, 10000]"])
+        f"out_dir = {str(out)!r}", "protocol = 'tfood'", "rerank_k = 10", "bag_sizes = [1000, 10000]"])
     NotebookClient(nb, timeout=120, kernel_name="malm-test",
                    resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     expected = {f"{t}.{ext}" for t in ("table1", "table2", "table3", "paper_inconsistencies",
                                        "paper_claims") for ext in ("md", "tex")}
     expected |= {f"{kind}_tfood_{b}.png" for kind in ("recall_table1", "recall_table2", "mask_ratio")
                  for b in ("1k", "10k")}
-    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png", "comparisons.csv", "grounding.png"}
+    expected |= {"curves_val_img2rec_R1.png", "curves_train_loss.png", "comparisons.csv", "grounding.png",
+                 "learning_curves.png"}
     expected |= {f"table{t}_differences.{ext}" for t in (1, 2, 3) for ext in ("md", "tex")}
     assert {p.name for p in out.iterdir()} == expected
     assert "ours (fixture, tfood 10k x1)" in (out / "table1.md").read_text()
+    # both readings, each named: the dual encoder and the re-ranked one (none for the baseline)
+    assert "ours (fixture, tfood+rerank10 10k x1)" in (out / "table1.md").read_text()
+    assert "**ours (fixture, tfood+rerank10 1k x10) img2rec**" in (out / "table2.md").read_text()
+    assert report.NO_RERANK in (out / "table1.md").read_text()
     # paired differences: malm - no_distill is Table 2's last measured step; seeds 0/1 of R@1 1k
     # differ by 15 - 13 = 2 and 16 - 14 = 2, so the interval is exactly [2, 2] (per-run means)
     step = next(line for line in (out / "table2_differences.md").read_text().splitlines()

@@ -1,1 +1,2 @@
-"""After training: embedding a split, the retrieval protocols and metrics, paired statistics, grounding."""
+"""After training: embedding a split, the retrieval protocols and metrics, test-time re-ranking by the
+matching module, paired statistics, grounding."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from malm.eval.metrics import aggregate, bag_metrics
+from malm.eval.metrics import aggregate, bag_metrics, cosine_similarity, retrieval_metrics
 from malm.eval.names import DIRECTIONS, METRIC_NAMES, PROTOCOLS, bag_label
 from malm.io import atomic_write_json
 
@@ -62,11 +62,16 @@ def bag_indices(ids: Sequence[Any] | np.ndarray, protocol: str = "tfood", bag_si
 
 def evaluate(image: torch.Tensor | np.ndarray, recipe: torch.Tensor | np.ndarray,
              ids: Sequence[Any] | np.ndarray, protocol: str = "tfood", bag_size: int = 1000,
-             n_bags: int = 10, seed: int = 1234, device: str | torch.device | None = None) -> dict:
+             n_bags: int = 10, seed: int = 1234, device: str | torch.device | None = None,
+             rank_fn: Callable[[torch.Tensor, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None
+             ) -> dict:
     """Retrieval metrics of aligned embeddings under one protocol, both directions.
 
     image, recipe: ``[N, D]`` (row ``i`` of both is pair ``ids[i]``); cosine similarity in float32.
     device: where the per-bag ``[B, B]`` similarity is computed (``None``: where ``image`` lives).
+    rank_fn: ``(sim [B, B], bag rows [B]) -> (ranks_img2rec [B], ranks_rec2img [B])``, the 1-based
+    ranks of one bag's true matches; ``None`` = ``metrics.ranks`` (the dual encoder). The re-ranked
+    readings (``malm.eval.rerank``) pass their own and rename ``protocol`` in the result.
     Returns ``{"protocol", "bag_size", "n_bags", "n_rows", "seed", "img2rec": {"medR": {"mean",
     "std"}, "R@1": ..., "R@5": ..., "R@10": ...}, "rec2img": {...}, "per_bag": {"img2rec":
     {"medR": [n_bags values], ...}, "rec2img": {...}}}``; ``seed`` is ``None`` for ``tfood``.
@@ -88,8 +93,12 @@ def evaluate(image: torch.Tensor | np.ndarray, recipe: torch.Tensor | np.ndarray
     sim = torch.empty(bag_size, bag_size, dtype=torch.float32, device=device)  # reused per bag
     for idx in bags:  # one [B, B] similarity matrix per bag
         rows = torch.from_numpy(idx).to(image_t.device)
-        out = bag_metrics(image_t.index_select(0, rows).to(device),
-                          recipe_t.index_select(0, rows).to(device), sim_out=sim)
+        img_b, rec_b = image_t.index_select(0, rows).to(device), recipe_t.index_select(0, rows).to(device)
+        if rank_fn is None:
+            out = bag_metrics(img_b, rec_b, sim_out=sim)
+        else:
+            r_i2r, r_r2i = rank_fn(cosine_similarity(img_b, rec_b, out=sim), idx)
+            out = {"img2rec": retrieval_metrics(r_i2r), "rec2img": retrieval_metrics(r_r2i)}
         for d in DIRECTIONS:
             per_bag[d].append(out[d])
 

@@ -8,8 +8,9 @@ A grid file (``ablations/grids/*.yaml``)::
     config: [params.yaml]          # base config files, as `malm train --config`
     overrides: {train: {epochs: 8}}  # applied to every cell
 
-Each cell trains, embeds the test split and evaluates every protocol x bag of the ``eval`` section,
-under ``<out>/runs/<variant>/seed<k>`` and ``<out>/metrics/<variant>/seed<k>`` - the same layout
+Each cell trains, embeds the test split and evaluates every protocol x bag of the ``eval`` section
+(and, for variants with a matching module, the re-ranked ``<protocol>+rerank<k>`` of
+``eval.rerank_protocols`` x ``eval.rerank_bags``, as the pipeline), under ``<out>/runs/<variant>/seed<k>`` and ``<out>/metrics/<variant>/seed<k>`` - the same layout
 as the DVC pipeline, so ``malm grid collect`` builds the same tables.
 
 Cells are keyed by their resolved config: a cell is FINISHED when its metrics exist *and* the config
@@ -103,7 +104,8 @@ class CellJob(StageJob):
         if not emb.exists():
             _run_inline("embed", cfg_dict, {"run_dir": run_dir, "split": cfg.eval.split, "out": emb,
                                             "progress": False})
-        return _run_inline("evaluate", cfg_dict, {"emb": emb, "out_dir": metrics_dir})
+        return _run_inline("evaluate", cfg_dict, {"emb": emb, "out_dir": metrics_dir, "run_dir": run_dir,
+                                                  "progress": False})
 
 
 def load_grid(path: str | os.PathLike, cli_overrides: list[str] | None = None) -> tuple[dict, list[tuple[Cell, C.Config]]]:

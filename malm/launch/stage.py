@@ -24,10 +24,16 @@ from malm.launch.submit import Checkpointable
 log = logging.getLogger(__name__)
 
 
-def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike) -> list[Path]:
-    """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``."""
+def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike,
+                 run_dir: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
+    """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``.
+
+    With ``run_dir`` (the run the embeddings came from), ``eval.rerank_k`` > 0 and a model that has
+    a matching module, also ``out_dir/<protocol>+rerank<k>_<bag>.json`` for each bag size of
+    ``eval.rerank_bags`` (``malm.eval.rerank``); otherwise a log line says why there are none.
+    """
     image, recipe, ids = load_embeddings(emb)
-    written = []
+    written, settings = [], []
     for protocol in eval_cfg.protocols:
         for bag_size, n_bags in eval_cfg.bags:
             if protocol == "tfood" and eval_cfg.clamp_bags and len(ids) < bag_size * n_bags:
@@ -41,14 +47,28 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
                               seed=eval_cfg.seed)
             result["embeddings"] = str(emb)
             result.update(embedding_provenance(emb))
-            path = Path(out_dir) / f"{protocol}_{bag_label(bag_size)}.json"
-            atomic_write_json(path, result)
-            written.append(path)
-            log.info("%s %s x%d: img2rec R@1 %.2f medR %.1f | rec2img R@1 %.2f medR %.1f", protocol,
-                     bag_label(bag_size), n_bags, result["img2rec"]["R@1"]["mean"],
-                     result["img2rec"]["medR"]["mean"], result["rec2img"]["R@1"]["mean"],
-                     result["rec2img"]["medR"]["mean"])
+            written.append(_write_result(result, out_dir))
+            settings.append((protocol, bag_size, n_bags))
+    if run_dir is None:
+        log.info("no --run-dir: no re-ranked results (the matching module needs the trained run)")
+        return written
+    from malm.eval.rerank import rerank_run
+
+    results, why = rerank_run(emb, run_dir, eval_cfg, settings, progress=progress)
+    log.info("%s", why)
+    written += [_write_result(r, out_dir) for r in results]
     return written
+
+
+def _write_result(result: dict, out_dir: str | os.PathLike) -> Path:
+    """``out_dir/<protocol>_<bag>.json``, and its log line."""
+    path = Path(out_dir) / f"{result['protocol']}_{bag_label(result['bag_size'])}.json"
+    atomic_write_json(path, result)
+    log.info("%s %s x%d: img2rec R@1 %.2f medR %.1f | rec2img R@1 %.2f medR %.1f", result["protocol"],
+             bag_label(result["bag_size"]), result["n_bags"], result["img2rec"]["R@1"]["mean"],
+             result["img2rec"]["medR"]["mean"], result["rec2img"]["R@1"]["mean"],
+             result["rec2img"]["medR"]["mean"])
+    return path
 
 
 def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
@@ -64,7 +84,9 @@ def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
         return str(embed(kwargs["run_dir"], kwargs["split"], kwargs["out"], progress=kwargs.get("progress", True),
                          checkpoint=kwargs.get("checkpoint", "best")))
     if stage == "evaluate":
-        return [str(p) for p in evaluate_all(kwargs["emb"], cfg.eval, kwargs["out_dir"])]
+        return [str(p) for p in evaluate_all(kwargs["emb"], cfg.eval, kwargs["out_dir"],
+                                             run_dir=kwargs.get("run_dir"),
+                                             progress=kwargs.get("progress", True))]
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -1,4 +1,5 @@
-"""Two-level matching module (spec "Two-level matching module"; training only).
+"""Two-level matching module (spec "Two-level matching module"; training, and test-time re-ranking
+through ``fuse_pairs``).
 
 Image and recipe token sets are projected to width D. psi: a transformer decoder where image tokens
 query the recipe tokens; the head-averaged cross-attention weights of its last layer are A_I.
@@ -148,6 +149,7 @@ class TwoLevelMatching(nn.Module):
       logit_scale_gc / logit_scale_lc    exp of the learnable log scale (the parameter is clamped
                               to [0, ln 100] after each optimiser step, CLIP; ``clamp_logit_scales``)
     img_emb / rec_emb (the unimodal embeddings) rank the hard negatives; they are detached here.
+    ``fuse_pairs`` runs psi/psi' on given aligned pairs (test-time re-ranking).
     """
 
     MAX_LOGIT_SCALE = math.log(100.0)
@@ -200,9 +202,8 @@ class TwoLevelMatching(nn.Module):
         # index_select, not i_all[pi]: each row repeats in many pairs, and the backward of advanced
         # indexing adds the repeats with atomics on 2+ CPU threads (a different rounding every run);
         # index_select's backward (index_add_) adds them in order, and is faster on the CPU.
-        r_pairs = r_all.index_select(0, pr)
-        i_att, attn = self.psi(i_all.index_select(0, pi), r_pairs, None, pad, need_weights=True)
-        r_att, _ = self.psi_r(r_pairs, i_att, pad, None)
+        i_att, attn, r_att = self._fuse(i_all.index_select(0, pi), r_all.index_select(0, pr), pad,
+                                        need_weights=True)
         K = cand_i2r.shape[1]
         out = {"pair_i_att": i_att, "pair_attn": attn, "pair_r_att": r_att, "pair_rec_pad": pad,
                "cand_i2r": inverse[:B * K].view(B, K), "target_i2r": target_i2r,
@@ -210,6 +211,22 @@ class TwoLevelMatching(nn.Module):
         for name in self.scale_names:
             out[f"logit_scale_{name}"] = getattr(self, f"logit_scale_{name}").exp()
         return out
+
+    def fuse_pairs(self, img_tokens, rec_tokens, rec_pad, need_weights: bool = True):
+        """psi and psi' on aligned pairs: image ``u`` with recipe ``u`` (the path of ``forward``'s
+        fused candidates, without sampling them; test-time re-ranking, ``malm.eval.rerank``).
+
+        img_tokens [U, 1+P, C], rec_tokens [U, S, W], rec_pad [U, S] -> i_att [U, 1+P, D],
+        attn [U, 1+P, S] (A_I of psi's last layer; None unless ``need_weights``), r_att [U, S, D]
+        """
+        return self._fuse(self.proj_image(img_tokens), self.proj_recipe(rec_tokens), rec_pad,
+                          need_weights)
+
+    def _fuse(self, i, r, pad, need_weights: bool):
+        """Projected image [U, 1+P, D] and recipe [U, S, D] tokens of U pairs -> i_att, attn, r_att"""
+        i_att, attn = self.psi(i, r, None, pad, need_weights=need_weights)
+        r_att, _ = self.psi_r(r, i_att, pad, None)
+        return i_att, attn, r_att
 
     @torch.no_grad()
     def sample_candidates(self, img_emb, rec_emb, first: int, n: int,

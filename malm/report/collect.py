@@ -36,6 +36,8 @@ BAGS_FILE = "per_bag.csv"  # written beside results.csv
 RUN_KEYS = ["variant", "protocol", "bag_size", "n_bags"]
 
 GROUNDING_FILE = "grounding.json"
+# the x axis of the learning curves: training samples seen up to the end of an epoch (per run)
+SAMPLES_SEEN = "train/samples_seen"
 PathsLike = Mapping[str, "str | os.PathLike"] | Sequence["str | os.PathLike"]
 
 
@@ -140,14 +142,42 @@ def collect_grounding(grounding_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_epoch(hist: pd.DataFrame) -> int | None:
+    """The best epoch of one run's history by the trainer's rule (T-Food's saving criteria,
+    ``malm.train.checkpoint.is_better``: lowest val img2rec medR, then highest R@1, the first such
+    epoch): the epoch of its ``checkpoint_best.pt``. None without those columns. Kept here rather
+    than imported so that the report reads no training code (README "The pipeline (DVC)")."""
+    cols = ["val/img2rec_medR", "val/img2rec_R@1"]
+    if not len(hist) or any(c not in hist or hist[c].isna().all() for c in cols):
+        return None
+    d = hist.dropna(subset=cols).sort_values("epoch")
+    d = d.sort_values(cols, ascending=[True, False], kind="stable")  # ties keep the earliest epoch
+    return int(d["epoch"].iloc[0])
+
+
 def load_histories(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """Per-epoch training history of every run (``runs/<variant>/seed<k>/history.json``)."""
+    """Per-epoch training history of every run (``runs/<variant>/seed<k>/history.json``), with
+    per run: ``train/samples_seen`` (cumulative ``train/samples``, where the history has them),
+    ``best_epoch`` (``best_epoch``) and ``stopped_early`` (from the run's ``metrics.json``; False
+    while it has none, i.e. before the run finished)."""
     frames = []
     for path in sorted(Path(runs_dir).glob("*/seed*/history.json")):
         hist = pd.DataFrame(json.loads(path.read_text()))
+        if not len(hist):
+            continue
         variant = path.parent.parent.name
         hist["display"] = display_name(variant)
         hist["variant"], hist["seed"] = variant, int(path.parent.name[4:])
+        hist = hist.sort_values("epoch", ignore_index=True)
+        if "train/samples" in hist:
+            hist[SAMPLES_SEEN] = hist["train/samples"].cumsum()
+        hist["best_epoch"] = best_epoch(hist)
+        metrics = path.with_name("metrics.json")
+        try:
+            stopped = bool(json.loads(metrics.read_text()).get("stopped_early", False))
+        except (OSError, json.JSONDecodeError):
+            stopped = False
+        hist["stopped_early"] = stopped
         frames.append(hist)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -1,9 +1,9 @@
 """Figures of the collected results (seaborn/matplotlib), for ``malm tables`` and the notebooks.
 
-The builders (``recall_bars``, ``mask_ratio_curve``, ``training_curves``, ``grounding_points``)
-take tidy frames and return a figure; ``figure_*`` pick the run sets of a paper table and write the
-figure; ``save`` is :func:`malm.io.save_figure` (atomic, then closed). No backend is chosen here:
-``malm``'s entry point picks a file backend, a notebook keeps its own.
+The builders (``recall_bars``, ``mask_ratio_curve``, ``training_curves``, ``learning_curves``,
+``grounding_points``) take tidy frames and return a figure; ``figure_*`` pick the run sets of a
+paper table and write the figure; ``save`` is :func:`malm.io.save_figure` (atomic, then closed).
+No backend is chosen here: ``malm``'s entry point picks a file backend, a notebook keeps its own.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import seaborn as sns
 
 from malm.eval.names import DIRECTIONS, bag_label
 from malm.io import save_figure as save
-from malm.report.collect import bags_for, dedupe
+from malm.report.collect import SAMPLES_SEEN, bags_for, dedupe
 from malm.report.compare import summarise
 from malm.report.paper import mask_ratios, paper_mask_ratios, table_variants
 
-__all__ = ["plt", "save", "recall_bars", "mask_ratio_curve", "training_curves", "grounding_points",
-           "figure_recall", "figure_mask_ratio", "figure_curves"]
+__all__ = ["plt", "save", "recall_bars", "mask_ratio_curve", "training_curves", "learning_curves",
+           "grounding_points", "figure_recall", "figure_mask_ratio", "figure_curves"]
 
 def _ci_note(summary: pd.DataFrame) -> str:
     over = sorted(set(summary["ci_over"].dropna())) if "ci_over" in summary else []
@@ -115,6 +115,61 @@ def training_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1"):
     return fig
 
 
+def learning_curves(history: pd.DataFrame, y: str = "val/img2rec_R@1", x: str = SAMPLES_SEEN,
+                    order: list[str] | None = None):
+    """``y`` against training samples seen (``x``, per run: cumulative ``train/samples``), every
+    variant in one axes: one line per variant = the mean over its seeds at each epoch, band = min-max
+    over those seeds. Where some seeds have stopped (early stopping) and others go on, the line goes
+    on dashed: the mean of the seeds still training. Markers per run: triangle = its best epoch
+    (``best_epoch``, the checkpoint_best.pt that embed/evaluate use), cross = where it stopped early
+    (``stopped_early``). Rows: ``load_histories`` / ``curves.csv`` (variant, display, seed, epoch,
+    x, y, optionally best_epoch and stopped_early)."""
+    from matplotlib.lines import Line2D
+
+    d = history.dropna(subset=[x, y]).sort_values(["display", "seed", "epoch"])
+    present = list(dict.fromkeys(d["display"]))
+    names = [n for n in (order or []) if n in present] + [n for n in present if n not in (order or [])]
+    colors = sns.color_palette(n_colors=max(len(names), 1))
+    scale = 1e3 if len(d) and d[x].max() >= 1e4 else 1.0
+    fig, ax = plt.subplots(figsize=(7.8, 4.0))
+    for color, name in zip(colors, names):
+        v = d[d["display"] == name]
+        n_runs = v["seed"].nunique()
+        g = v.groupby("epoch")
+        agg = pd.DataFrame({"x": g[x].mean() / scale, "mean": g[y].mean(), "lo": g[y].min(),
+                            "hi": g[y].max(), "n": g[y].count()}).sort_index()
+        full = agg[agg["n"] == n_runs]
+        ax.plot(full["x"], full["mean"], "-", color=color,
+                label=f"{name} ({n_runs} seed{'s' if n_runs != 1 else ''})")
+        tail = agg.loc[agg.index >= full.index.max()]
+        if len(tail) > 1:  # continued by the seeds that had not stopped yet
+            ax.plot(tail["x"], tail["mean"], "--", color=color, label=f"_{name} (fewer seeds)")
+        ax.fill_between(agg["x"], agg["lo"], agg["hi"], color=color, alpha=0.18, lw=0)
+        for _, run in v.groupby("seed"):
+            if "best_epoch" in run and run["best_epoch"].notna().any():
+                b = run[run["epoch"] == run["best_epoch"].iloc[0]]
+                ax.scatter(b[x] / scale, b[y], marker="^", s=36, facecolors="none",
+                           edgecolors=[color], zorder=3)
+            if "stopped_early" in run and run["stopped_early"].fillna(False).astype(bool).any():
+                last = run.iloc[[-1]]
+                ax.scatter(last[x] / scale, last[y], marker="x", s=36, color=color, zorder=3)
+    handles, labels = ax.get_legend_handles_labels()
+    keys = [Line2D([], [], color="0.3", ls="--", label="mean of the seeds still training"),
+            Line2D([], [], color="0.3", marker="^", ls="none", markerfacecolor="none",
+                   label="a run's best epoch (checkpoint_best)"),
+            Line2D([], [], color="0.3", marker="x", ls="none", label="a run's early stop")]
+    if names:
+        ax.legend(handles=handles + keys, loc="upper left", bbox_to_anchor=(1.02, 1),
+                  frameon=False, fontsize=8)
+    ax.set_xlabel("training samples seen" + (" (thousands)" if scale != 1 else ""))
+    ax.set_ylabel(y)
+    ax.set_title(f"Learning curves: {y} against samples seen\n(line = mean over seeds, "
+                 "band = min–max over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def grounding_points(df: pd.DataFrame, order: list[str] | None = None):
     """Pointing accuracy per variant (``collect.collect_grounding``): one point per seed with its
     95 % interval (bootstrap over test pairs), and the chance rate as a grey bar behind them."""
@@ -176,9 +231,18 @@ def figure_mask_ratio(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str, ba
 
 
 def figure_curves(curves: pd.DataFrame, y: str, path: str | os.PathLike,
-                  prefer: str | None = None) -> Path | None:
-    """One metric per epoch, one line per variant (band = std over seeds)."""
+                  prefer: str | None = None, x: str = "epoch",
+                  order: list[str] | None = None) -> Path | None:
+    """One metric per epoch (``x="epoch"``: ``training_curves``, band = std over seeds) or against
+    training samples seen (``x=SAMPLES_SEEN``: ``learning_curves``, band = min-max over seeds, best
+    epochs and early stops marked), one line per variant; None when there is nothing to plot."""
     if not len(curves) or y not in curves or curves[y].isna().all():
         return None
-    return save(training_curves(dedupe(curves, None, prefer), y=y), path)
+    # curves.csv read back (``load_curves``) may hold several origins; ``load_histories``: one
+    one = dedupe(curves, None, prefer) if "origin" in curves else curves
+    if x == "epoch":
+        return save(training_curves(one, y=y), path)
+    if x not in curves or curves[x].isna().all():
+        return None  # histories written before train/samples was recorded
+    return save(learning_curves(one, y=y, x=x, order=order), path)
 

@@ -7,6 +7,11 @@ Cells of ours read ``mean [95 % CI]`` (mean over seeds, bootstrap interval over 
 ``mean ± std``. Our numbers and the paper's never share a number column without a label: Table 1
 has a ``source`` column on every row, Tables 2/3 put each source in its own column block. A
 variant without results gets "—" cells and the note "no results yet"; nothing is filled in.
+
+``protocol`` may name several protocols, e.g. ``["tfood", "tfood+rerank10"]``: the dual-encoder
+reading and the one re-ranked by the matching module (``malm.eval.names.rerank_protocol``) then get
+a block each, labelled with the protocol. A variant without a matching module (Baseline) has no
+re-ranked reading: its cells there are "—" with the note ``NO_RERANK``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from typing import Sequence
 import pandas as pd
 
 from malm import variants as variants_mod
-from malm.eval.names import bag_label
+from malm.eval.names import bag_label, parse_protocol
 from malm.report.collect import DIRECTIONS, METRICS, bags_for, pick, same_config
 from malm.report.compare import compare, comparison_pairs, summarise
 from malm.report.paper import paper_lookup, table_variants
 
 MISSING = "—"
 NO_RESULTS = "no results yet"
+NO_RERANK = "no matching module: no re-ranked reading"
 # Table 1 rows quoted from the paper besides the registered variants' rows (Baseline, MALM).
 TABLE1_PAPER_ROWS = ("H-T (ViT)", "T-Food (CLIP-ViT)", "Baseline (T-Food without ITM)", "MALM")
 
@@ -79,6 +85,34 @@ def ours_label(rows: pd.DataFrame, protocol: str, bag_size: int) -> str:
     return f"ours ({datasets}, {protocol} {bag_label(bag_size)} x{n_bags})"
 
 
+def _protocols(protocol: str | Sequence[str]) -> list[str]:
+    """One protocol name or several -> a list (order kept, duplicates dropped)."""
+    return [protocol] if isinstance(protocol, str) else list(dict.fromkeys(protocol))
+
+
+def _is_rerank(protocol: str) -> bool:
+    try:
+        return parse_protocol(protocol)[1] > 0
+    except ValueError:
+        return False
+
+
+def has_matching(name: str) -> bool:
+    """Whether registered variant ``name`` builds a matching module (lambda_gc or lambda_lc > 0), so
+    that it has a re-ranked reading; True for a name not registered (nothing is assumed away)."""
+    try:
+        loss = variants_mod.resolve(name).loss
+    except Exception:
+        return True
+    return loss.lambda_gc > 0 or loss.lambda_lc > 0
+
+
+def _no_results(name: str | None, protocol: str) -> str:
+    """The note of a row without results: ``NO_RERANK`` for a re-ranked protocol of a variant
+    without a matching module, else ``NO_RESULTS``."""
+    return NO_RERANK if name and _is_rerank(protocol) and not has_matching(name) else NO_RESULTS
+
+
 def paper_label(paper: pd.DataFrame, table: int) -> str:
     cites = paper.loc[paper["table"] == table, "citation"].unique()
     return f"paper ({cites[0]})" if len(cites) else f"paper (Table {table})"
@@ -119,21 +153,24 @@ def _ci_over(summary: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------------- the paper's tables
-def table1(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str = "tfood",
+def table1(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str | Sequence[str] = "tfood",
            bag_sizes: Sequence[int] = (1000, 10000), names: Sequence[str] | None = None,
            paper_rows: Sequence[str] = TABLE1_PAPER_ROWS, prefer: str | None = None,
            digits: int = 1, bags: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Main comparison. Per bag size: a block of the paper's rows, then a block of ours, each row
+    """Main comparison. Per bag size: a block of the paper's rows, then a block of ours per
+    protocol (``protocol``: one name or several, e.g. ``["tfood", "tfood+rerank10"]``), each row
     labelled in ``source``. Columns: bag, source, method, variant, seeds, <direction metric> x8, note.
     Our cells: 'mean [95 % CI]' (``bags``: ``load_bags``; without them the intervals resample the
-    per-run means over seeds only; the note says what was resampled)."""
+    per-run means over seeds only; the note says what was resampled). Each variant's runs of every
+    protocol come from one file (``pick``)."""
     reg = variants_mod.registry()
     unknown = set(paper_rows) - set(paper.loc[paper.table == 1, "method"])
     if unknown:
         raise ValueError(f"not rows of the paper's Table 1: {sorted(unknown)}")
     names = table_variants(1) if names is None else names
     by_paper_row = {reg[v].paper.get("table1"): v for v in reg if reg[v].paper.get("table1")}
-    mine = ours[ours["protocol"] == protocol]
+    protocols = _protocols(protocol)
+    mine = ours[ours["protocol"].isin(protocols)]
     val = paper_lookup(paper)
     picked = {name: pick(mine, same_config(name, reg), prefer) for name in names}
     rows = []
@@ -142,36 +179,39 @@ def table1(ours: pd.DataFrame, paper: pd.DataFrame, protocol: str = "tfood",
             rows.append({"bag": bag_label(bag), "source": paper_label(paper, 1), "method": method,
                          "variant": by_paper_row.get(method, ""), "seeds": "",
                          **_paper_cells(val, 1, method, bag, DIRECTIONS, digits), "note": ""})
-        label = ours_label(pd.concat([p[0] for p in picked.values()] + [mine.iloc[0:0]]),
-                           protocol, bag)
-        for name in names:
-            sel, used, origin = picked[name]
-            sel = sel[sel.bag_size == bag]
-            summary = summarise(sel, bags_for(bags, sel))
-            note = NO_RESULTS if not len(sel) else f"from {origin}" + (
-                f" (as {used})" if used != name else "")
-            if _ci_over(summary):
-                note += f"; CI: {_ci_over(summary)}"
-            if reg.get(name) is not None and reg[name].paper.get("table1"):
-                note += f"; paper row: {reg[name].paper['table1']}"
-            rows.append({"bag": bag_label(bag), "source": label,
-                         "method": reg[name].display if name in reg else name, "variant": name,
-                         "seeds": _seeds(sel), **_cells(summary, bag, DIRECTIONS, digits),
-                         "note": note})
+        for prot in protocols:
+            label = ours_label(pd.concat([p[0] for p in picked.values()] + [mine.iloc[0:0]]),
+                               prot, bag)
+            for name in names:
+                sel, used, origin = picked[name]
+                sel = sel[(sel.protocol == prot) & (sel.bag_size == bag)]
+                summary = summarise(sel, bags_for(bags, sel))
+                note = _no_results(used or name, prot) if not len(sel) else f"from {origin}" + (
+                    f" (as {used})" if used != name else "")
+                if _ci_over(summary):
+                    note += f"; CI: {_ci_over(summary)}"
+                if reg.get(name) is not None and reg[name].paper.get("table1"):
+                    note += f"; paper row: {reg[name].paper['table1']}"
+                rows.append({"bag": bag_label(bag), "source": label,
+                             "method": reg[name].display if name in reg else name, "variant": name,
+                             "seeds": _seeds(sel), **_cells(summary, bag, DIRECTIONS, digits),
+                             "note": note})
     return pd.DataFrame(rows)
 
 
-def ablation_table(ours: pd.DataFrame, paper: pd.DataFrame, table: int, protocol: str = "tfood",
+def ablation_table(ours: pd.DataFrame, paper: pd.DataFrame, table: int,
+                   protocol: str | Sequence[str] = "tfood",
                    bag_sizes: Sequence[int] = (1000, 10000), direction: str = "img2rec",
                    prefer: str | None = None, digits: int = 1, bags: pd.DataFrame | None = None
                    ) -> pd.DataFrame:
     """Tables 2/3: one row per paper row; column blocks (level 0): the paper's numbers (Recipe1M 10k),
-    ours per bag size ('mean [95 % CI]', ``table1``), and which of our runs gave them. Table 3 is
-    indexed by the mask ratio."""
+    ours per protocol x bag size ('mean [95 % CI]', ``table1``; ``protocol``: one name or several),
+    and which of our runs gave them. Table 3 is indexed by the mask ratio."""
     reg = variants_mod.registry()
     key = f"table{table}"
     methods = list(dict.fromkeys(paper.loc[paper.table == table, "method"]))
-    mine = ours[(ours["protocol"] == protocol) & (ours["direction"] == direction)]
+    protocols = _protocols(protocol)
+    mine = ours[ours["protocol"].isin(protocols) & (ours["direction"] == direction)]
     val = paper_lookup(paper)
     picks, ratios = {}, {}
     for method in methods:
@@ -192,20 +232,24 @@ def ablation_table(ours: pd.DataFrame, paper: pd.DataFrame, table: int, protocol
         row.update({(plabel, m): v for m, v in
                     _paper_cells(val, table, method, 10000, [direction], digits).items()})
         over = []
-        for bag in bag_sizes:
-            lbl = ours_label(used_rows, protocol, bag) + f" {direction}"
-            at_bag = sel[sel.bag_size == bag]
+        for prot, bag in itertools.product(protocols, bag_sizes):
+            lbl = ours_label(used_rows, prot, bag) + f" {direction}"
+            at_bag = sel[(sel.protocol == prot) & (sel.bag_size == bag)]
             summary = summarise(at_bag, bags_for(bags, at_bag))
             cells = _cells(summary, bag, [direction], digits)
             row.update({(lbl, m): v for m, v in cells.items()})
             if _ci_over(summary):
-                over.append(f"{bag_label(bag)}: {_ci_over(summary)}")
+                over.append(f"{prot + ' ' if len(protocols) > 1 else ''}{bag_label(bag)}: "
+                            f"{_ci_over(summary)}")
         others = [c for c in cands if c != used] if used else []
+        no_rerank = [p for p in protocols if _no_results(used or (cands[0] if cands else None), p)
+                     == NO_RERANK]
         row[("our runs", "variant")] = used or (" / ".join(cands) if cands else "(not registered)")
         row[("our runs", "seeds")] = _seeds(sel)
         row[("our runs", "note")] = (NO_RESULTS if used is None else f"from {origin}") + (
             f"; same config as {', '.join(others)}" if others else "") + (
-            f"; CI: {', '.join(over)}" if over else "")
+            f"; CI: {', '.join(over)}" if over else "") + (
+            f"; {', '.join(no_rerank)}: {NO_RERANK}" if no_rerank else "")
         out[f"{ratios[method]:.2f}" if table == 3 and method in ratios else method] = row
     df = pd.DataFrame.from_dict(out, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
@@ -230,16 +274,17 @@ TABLE_COMPARISONS = {1: ("vs baseline",), 2: ("vs baseline", "Table 2 step"),
                      3: ("Table 3 step", "vs baseline")}
 
 
-def differences(ours: pd.DataFrame, table: int, protocol: str = "tfood",
+def differences(ours: pd.DataFrame, table: int, protocol: str | Sequence[str] = "tfood",
                 bag_sizes: Sequence[int] = (1000, 10000), prefer: str | None = None,
                 bags: pd.DataFrame | None = None) -> pd.DataFrame:
     """Paired differences (``compare``, ``malm.report.compare.COMPARISON_COLUMNS``) of Table ``table``'s
     comparisons: Table 1: each variant vs Baseline; Table 2: each row vs the row above and vs
     Baseline; Table 3: each mask ratio vs the ratio above and vs Baseline. Each variant's runs come
     from one file (``pick``, ``prefer`` first, aliases as fallback), as in the tables; two runs of
-    one comparison are paired on the seeds both have and need the same bags (size and count)."""
+    one comparison are paired on the seeds both have and need the same bags (size and count), and
+    are compared within each protocol of ``protocol`` (one name or several)."""
     reg = variants_mod.registry()
-    mine = ours[(ours["protocol"] == protocol) & ours["bag_size"].isin(list(bag_sizes))]
+    mine = ours[ours["protocol"].isin(_protocols(protocol)) & ours["bag_size"].isin(list(bag_sizes))]
     names = list(dict.fromkeys(table_variants(table) + ["baseline"]))
     picked = [pick(mine, same_config(n, reg), prefer)[0] for n in names]
     rows = pd.concat([p for p in picked if len(p)] + [mine.iloc[0:0]], ignore_index=True)
@@ -250,24 +295,30 @@ def differences(ours: pd.DataFrame, table: int, protocol: str = "tfood",
     return compare(rows, bags_for(bags, rows), pairs)
 
 
-def differences_table(cmp: pd.DataFrame, protocol: str = "tfood",
+def differences_table(cmp: pd.DataFrame, protocol: str | Sequence[str] = "tfood",
                       bag_sizes: Sequence[int] = (1000, 10000),
                       directions: Sequence[str] = ("img2rec",), digits: int = 1) -> pd.DataFrame:
-    """Display table of ``differences``: one row per 'variant − reference'; a column block per bag
-    size x direction (label: ``ours (<dataset>, <protocol> <bag> x<n>) <direction>: Δ [95 % CI]``)
+    """Display table of ``differences``: one row per 'variant − reference'; a column block per
+    protocol x bag size x direction (label: ``ours (<dataset>, <protocol> <bag> x<n>) <direction>: Δ [95 % CI]``)
     with medR, R@1, R@5, R@10 and P(better) of R@1; a last block 'paired on' (comparison, seeds,
     what was resampled). A difference whose interval covers 0 reads '≈0 (...)'."""
     if not len(cmp):
         return pd.DataFrame()
+    protocols = _protocols(protocol)
+    blocks = list(itertools.product(protocols, bag_sizes, directions))
+    labels = {}  # one label per block, from every comparison in it (rows without one read '—')
+    for prot, bag, d in blocks:
+        c = cmp[(cmp.protocol == prot) & (cmp.bag_size == bag) & (cmp.direction == d)]
+        n_bags = "/".join(str(int(n)) for n in sorted(c.n_bags.unique())) or "?"
+        datasets = "/".join(sorted(c.dataset.unique())) or "?"
+        labels[prot, bag, d] = f"ours ({datasets}, {prot} {bag_label(bag)} x{n_bags}) {d}: Δ [95 % CI]"
     out: dict[str, dict] = {}
     for (v, r), g in cmp.groupby(["display", "reference_display"], sort=False):
         row: dict = {}
         over = []
-        for bag, d in itertools.product(bag_sizes, directions):
-            c = g[(g.bag_size == bag) & (g.direction == d)]
-            n_bags = "/".join(str(int(n)) for n in sorted(c.n_bags.unique())) or "?"
-            datasets = "/".join(sorted(c.dataset.unique())) or "?"
-            lbl = f"ours ({datasets}, {protocol} {bag_label(bag)} x{n_bags}) {d}: Δ [95 % CI]"
+        for prot, bag, d in blocks:
+            c = g[(g.protocol == prot) & (g.bag_size == bag) & (g.direction == d)]
+            lbl = labels[prot, bag, d]
             cells = {x.metric: fmt_diff(x.mean_diff, x.ci_low, x.ci_high, digits)
                      for x in c.itertuples()}
             row.update({(lbl, m): cells.get(m, MISSING) for m in METRICS})
@@ -275,7 +326,8 @@ def differences_table(cmp: pd.DataFrame, protocol: str = "tfood",
             row[(lbl, "P(better), R@1")] = (MISSING if r1.empty or pd.isna(r1.p_better.iloc[0])
                                             else f"{r1.p_better.iloc[0]:.2f}")
             if len(c):
-                over.append(f"{bag_label(bag)}: {c.n_seeds.iloc[0]} seeds, {c.resampling.iloc[0]}")
+                over.append(f"{prot + ' ' if len(protocols) > 1 else ''}{bag_label(bag)}: "
+                            f"{c.n_seeds.iloc[0]} seeds, {c.resampling.iloc[0]}")
         row[("paired on", "comparison")] = g["comparison"].iloc[0]
         row[("paired on", "resampled")] = "; ".join(dict.fromkeys(over))
         out[f"{v} − {r}"] = row
@@ -285,19 +337,25 @@ def differences_table(cmp: pd.DataFrame, protocol: str = "tfood",
     return df
 
 
-def coverage(ours: pd.DataFrame, names: Sequence[str], protocol: str, bag_sizes: Sequence[int],
-             prefer: str | None = None) -> pd.DataFrame:
-    """Per variant x bag: seeds found (with alias fallback) and where; 0 = no results yet."""
+def coverage(ours: pd.DataFrame, names: Sequence[str], protocol: str | Sequence[str],
+             bag_sizes: Sequence[int], prefer: str | None = None) -> pd.DataFrame:
+    """Per variant x bag: seeds found (with alias fallback) and where; 0 = no results yet. With
+    several protocols, one row per protocol x bag ('bag' then reads '<protocol> <bag>'), and none
+    for the re-ranked protocols of a variant without a matching module (it has no such reading)."""
     reg = variants_mod.registry()
-    mine = ours[ours["protocol"] == protocol]
+    protocols = _protocols(protocol)
+    mine = ours[ours["protocol"].isin(protocols)]
     rows = []
     for name in names:
         sel, used, origin = pick(mine, same_config(name, reg), prefer)
-        for bag in bag_sizes:
-            s = sel[sel.bag_size == bag]
-            rows.append({"variant": name, "bag": bag_label(bag), "seeds": int(s["seed"].nunique()),
+        for prot, bag in itertools.product(protocols, bag_sizes):
+            if _no_results(used or name, prot) == NO_RERANK:
+                continue
+            s = sel[(sel.protocol == prot) & (sel.bag_size == bag)]
+            where = f"{prot} {bag_label(bag)}" if len(protocols) > 1 else bag_label(bag)
+            rows.append({"variant": name, "bag": where, "seeds": int(s["seed"].nunique()),
                          "from": f"{origin} ({used})" if len(s) else ""})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["variant", "bag", "seeds", "from"])
 
 
 def missing_note(cov: pd.DataFrame, what: str, how: str = "") -> str:

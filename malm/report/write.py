@@ -15,9 +15,10 @@ from malm import variants as variants_mod
 from malm.eval.names import bag_label
 from malm.io import atomic_write_json, atomic_write_text, write_table
 from malm.report import figures
-from malm.report.collect import (BAGS_FILE, collect, collect_bags, collect_grounding,
+from malm.report.collect import (BAGS_FILE, SAMPLES_SEEN, collect, collect_bags, collect_grounding,
                                  load_histories)
 from malm.report.compare import compare, comparison_pairs, summarise
+from malm.report.gradients import gradient_share_table, gradient_shares
 from malm.report.tables import bag_differences_table, bag_n_bags, grounding_summary, wide_table
 
 def to_latex(df: pd.DataFrame, caption: str | None = None) -> str:
@@ -71,7 +72,9 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """results/<variant>/seed<k>/*.json -> in out_dir: tidy ``results.csv`` + parquet, ``per_bag.csv``
     (every bag's value), ``summary.csv`` (mean ± std over seeds, 95 % CI), ``comparisons.csv``
     (paired differences, ``compare``) and ``tables.md``; figures (figures_dir) and a small metrics
-    JSON for ``dvc metrics show`` (metrics_path)."""
+    JSON for ``dvc metrics show`` (metrics_path). With ``runs_dir``: ``curves.csv`` (every run's
+    history) and the figures ``training_curves.png`` (per epoch) and ``learning_curves.png``
+    (validation img2rec R@1 against training samples seen, best epochs and early stops marked)."""
     out, figs = Path(out_dir), Path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [p for p in Path(results_dir).glob("*/seed*/*.json")]
@@ -102,7 +105,12 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
           "interval covers 0, no difference shown; medR: negative = better; P(better) = share of "
           "bootstrap resamples in which the variant's mean R@1 is the better one). Every variant "
           "is compared with Baseline, each Table 2/3 row with the row above it "
-          "(`comparisons.csv` holds every metric; `malm/eval/stats.py` says how).\n"]
+          "(`comparisons.csv` holds every metric; `malm/eval/stats.py` says how).\n\n"
+          "Protocol `<p>+rerank<k>` (e.g. `tfood+rerank10`) is `<p>`'s bags with each query's top k "
+          "by cosine re-ordered by the run's matching module (T-Food's test-time reading, "
+          "`malm/eval/rerank.py`); plain `<p>` is the dual encoder. Re-ranking the top k leaves R@k "
+          "and every rank past k as the dual encoder's. Variants without a matching module "
+          "(Baseline) have only the dual-encoder reading.\n"]
     for (protocol, bag), _ in summary.groupby(["protocol", "bag_size"], sort=True):
         wide = wide_table(summary, protocol, int(bag), order=displays)
         md.append(f"\n## {wide.index.name}\n\n{wide.to_markdown()}\n")
@@ -135,6 +143,18 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
                       f"{gsum.to_markdown()}\n")
             written["fig_grounding"] = figures.save(figures.grounding_points(gdf, order=displays),
                                                   figs / "grounding.png")
+    if runs_dir is not None:
+        gtidy = gradient_shares(load_histories(runs_dir))
+        if len(gtidy):
+            write_table(gtidy, out / "gradient_shares.csv")
+            written["gradient_shares"] = out / "gradient_shares.csv"
+            md.append("\n## Gradient shares: which loss term drives the shared encoders\n\n"
+                      "Each weighted loss term differentiated on its own every `train.log_every` "
+                      "steps (`malm/train/gradshare.py`): its share of the summed gradient norms on "
+                      "a parameter group, with the norm in parentheses; mean over the epochs in "
+                      "which the group trains (the ViT: not while frozen) and over seeds. "
+                      "`gradient_shares.csv` holds the numbers.\n\n"
+                      f"{gradient_share_table(gtidy, order=displays).to_markdown()}\n")
     atomic_write_text(out / "tables.md", "".join(md))
     written["markdown"] = out / "tables.md"
 
@@ -149,8 +169,12 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
         hist = load_histories(runs_dir)
         if len(hist) and "val/img2rec_R@1" in hist:
             written["curves"] = figures.save(figures.training_curves(hist), figs / "training_curves.png")
-            cols = [c for c in ["variant", "display", "seed", "epoch"] if c in hist] + \
-                [c for c in hist.columns if c.startswith(("val/", "train/"))]
+            lc = figures.figure_curves(hist, "val/img2rec_R@1", figs / "learning_curves.png",
+                                       x=SAMPLES_SEEN, order=displays)
+            if lc is not None:
+                written["learning_curves"] = lc
+            cols = [c for c in ["variant", "display", "seed", "epoch", "best_epoch", "stopped_early"]
+                    if c in hist] + [c for c in hist.columns if c.startswith(("val/", "train/"))]
             write_table(hist[cols], out / "curves.csv")
             written["curves_csv"] = out / "curves.csv"
     return written

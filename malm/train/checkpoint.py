@@ -5,7 +5,8 @@ sha256 of the files the run starts from (``model.image.pretrained``) and of ever
 file the training process imported. A run resumed under another config, other input weights or
 other code is a different run: :func:`resume_state` refuses it, naming what changed, or with
 ``restart_on_config_change`` starts afresh. ``checkpoint_best.pt`` keeps the best epoch on
-validation (:func:`is_better`, T-Food's saving criteria) beside ``checkpoint.pt`` (the last).
+validation (:func:`is_better`, T-Food's saving criteria) beside ``checkpoint.pt`` (the last);
+:func:`patience_exhausted` is the early-stopping rule (``train.patience``) on the same criterion.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def is_better(val: dict[str, float], best: dict[str, float]) -> bool:
     if val["val/img2rec_medR"] != best["val/img2rec_medR"]:
         return val["val/img2rec_medR"] < best["val/img2rec_medR"]
     return val["val/img2rec_R@1"] > best["val/img2rec_R@1"]
+
+
+def patience_exhausted(best: dict[str, Any] | None, epochs_done: int, patience: int) -> bool:
+    """Early stopping (``train.patience``): True when ``patience`` > 0 and the best epoch
+    (``best["epoch"]``, by :func:`is_better`) lies ``patience`` or more epochs before the last one
+    done. Both inputs are checkpointed, so a resumed run stops at the same epoch as an uninterrupted
+    one."""
+    return patience > 0 and best is not None and epochs_done - int(best["epoch"]) >= patience
 
 
 def _sha256(path: str | os.PathLike) -> str:

@@ -35,8 +35,9 @@ from malm.losses.criterion import MALMCriterion
 from malm.models.malm import build_model
 from malm.train import runlog
 from malm.train.checkpoint import (changed_code, code_fingerprint, input_fingerprints, is_better,
-                                   resume_state)
+                                   patience_exhausted, resume_state)
 from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
+from malm.train.gradshare import parameter_groups, shares, term_grad_norms, weighted_terms
 from malm.train.schedules import cosine_momentum_schedule, lr_factor
 from malm.train.seeding import epoch_seed, seed_everything, set_deterministic
 
@@ -54,7 +55,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, progress: bool = True,
     Resumes from ``run_dir/checkpoint.pt`` when present (a checkpoint of another config is an error,
     or with ``restart_on_config_change`` is removed and training starts afresh); returns the final
     metrics. Under DDP (WORLD_SIZE > 1) each rank uses its own device, and a failure on any rank
-    ends every rank within seconds (``FailureWatchdog``).
+    ends every rank within seconds (``FailureWatchdog``). With ``train.patience`` > 0 the run ends
+    (finished, ``stopped_early`` in the metrics) once validation has not improved for that many
+    epochs (:func:`malm.train.checkpoint.patience_exhausted`); ``train.epochs`` is the maximum.
     """
     device, rank, world = setup_distributed(cfg.train.device)
     with FailureWatchdog():
@@ -82,6 +85,8 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     set_deterministic(cfg.train.deterministic, device)
+    if cfg.train.patience < 0:
+        raise C.ConfigError(f"train.patience={cfg.train.patience}: give 0 (off) or a number of epochs")
     if cfg.train.batch_size % world:
         raise C.ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by the "
                             f"{world} ranks (it is the global batch)")
@@ -118,6 +123,8 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
     total_steps = steps_per_epoch * cfg.train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(max(cfg.train.warmup_steps, 0), total_steps, cfg.train.lr_schedule))
+    loss_weights = {"itc": cfg.loss.lambda_itc, "gc": cfg.loss.lambda_gc, "lc": cfg.loss.lambda_lc,
+                    "dist": cfg.loss.lambda_dist}
     momentum = cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
                                         cfg.train.epochs, steps_per_epoch)
 
@@ -148,6 +155,7 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
             train_model, wrapped_for = _wrap(model, device, world, cfg.train.compile), trainable
         model.train()
         sums: dict[str, torch.Tensor] = {}
+        grad_sums: dict[str, list[float]] = {}  # grad/<term>/<group> samples of this epoch
         n_seen = skipped = 0
         bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0, leave=False)
@@ -166,6 +174,11 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
             if not torch.isfinite(all_reduce_mean(loss.detach()) if world > 1 else loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i} (rank {rank}): "
                                          f"{ {k: float(v) for k, v in losses.items()} }")
+            log_step = i % max(cfg.train.log_every, 1) == 0
+            if log_step and cfg.train.log_grad_norms:
+                for k, v in term_grad_norms(weighted_terms(losses, loss_weights),
+                                            parameter_groups(model)).items():
+                    grad_sums.setdefault(k, []).append(v)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.train.grad_clip > 0:
@@ -178,13 +191,17 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
             n_seen += bs
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() * bs
-            if i % max(cfg.train.log_every, 1) == 0:
+            if log_step:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         train_secs = time.perf_counter() - t0
         # every rank saw as many samples: the mean of the ranks' means is the global mean
         means = {k: float(all_reduce_mean(v / max(n_seen, 1)) if world > 1 else v / max(n_seen, 1))
                  for k, v in sums.items()}
         row = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in means.items()}}
+        if grad_sums:  # this rank's sampled steps (the groups' gradients before the DDP average)
+            norms = {k: sum(v) / len(v) for k, v in grad_sums.items()}
+            row.update(norms)
+            row.update(shares(norms))
         for gi, group in enumerate(optimizer.param_groups):
             row[f"lr/{group.get('name', gi)}"] = group["lr"]
         row["train/samples_per_s"] = n_seen * world / max(train_secs, 1e-9)
@@ -198,15 +215,22 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
                                 amp=cfg.train.amp, progress=progress))
         wall += time.perf_counter() - t0
         history.append(row)
-        finished = epoch + 1 == cfg.train.epochs
         if rank == 0:
             val = {k: row[k] for k in ("val/img2rec_medR", "val/img2rec_R@1")}
             if best is None or is_better(val, best):
                 best = {"epoch": epoch + 1, **val}
                 save_checkpoint(best_path, {"config": C.to_dict(cfg), "epoch": epoch + 1,
                                             "model": model.state_dict(), "val": val, "best": best})
+        # early stopping (train.patience): a function of the epoch and `best`, both in the checkpoint,
+        # so a killed and resumed run stops at the same epoch; rank 0 (the one that validates) decides
+        stop = rank == 0 and patience_exhausted(best, epoch + 1, cfg.train.patience)
+        if world > 1:
+            stop = bool(all_reduce_mean(torch.tensor(float(stop), device=device)) > 0)
+        finished = epoch + 1 == cfg.train.epochs or stop
         if finished:
             metrics = {"variant": cfg.variant, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+                       "epochs_run": epoch + 1, "patience": cfg.train.patience,
+                       "stopped_early": epoch + 1 < cfg.train.epochs,
                        "wall_s": wall, **{k: v for k, v in row.items() if k.startswith("val/")}}
             if best is not None:
                 metrics.update({f"best/{k}": v for k, v in best.items()})
@@ -221,6 +245,12 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
             runlog.log_row(live, row)
             log.info("epoch %d/%d %s", epoch + 1, cfg.train.epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            if finished and epoch + 1 < cfg.train.epochs:
+                log.info("early stop after epoch %d/%d: validation has not improved for %d epoch(s) "
+                         "since epoch %d (train.patience=%d)", epoch + 1, cfg.train.epochs,
+                         epoch + 1 - best["epoch"], best["epoch"], cfg.train.patience)
+        if finished:
+            break
     if rank == 0:
         if not metrics:
             metrics = state["metrics"] if state else {}
