@@ -201,7 +201,9 @@ def main() -> None:
           f"{mem / 2 ** 30:.1f} GiB of token sets in host memory (bf16)")
     per_pair = ((1 + P) * pm.image.embed_dim + s * pm.recipe.width) * 2
     print("  assumptions: bf16 autocast; FLOPs of the fused pairs only (matmuls/attention; "
-          "layer norms, softmax, top-K and ranks not counted); the token sets held on the GPU "
+          "layer norms, softmax, top-K and ranks not counted), each pair counted whole: an upper "
+          "bound, since the global score computes each image's and recipe's own part once "
+          "(PairScorer's shared path); the token sets held on the GPU "
           f"(rerank_run does when they fit in half its free memory; else {per_pair / 2 ** 20:.2f} MiB "
           "per pair cross PCIe: ~20 s per 10^6 pairs at 20 GB/s); utilisation "
           f"{UTILISATION[0]:.0%}-{UTILISATION[1]:.0%} of the dense peak, not measured.")

@@ -11,6 +11,8 @@ The rule (one pass of coordinate search, the same for every variant, validation 
    the checkpoint the pipeline evaluates). Keep the best setting; a setting within 0.5 points of
    the best (a third of the seed-to-seed spread) loses to the earlier grid entry, which is the
    simpler or cheaper one. Knobs are visited in the order of ``KNOBS``.
+4. A numeric knob whose best setting is an end of its grid gets its grid extended one step beyond
+   that end (``EXTEND``; the same ratio as the last step), until the best setting is inside.
 
 The test split is never read. Each cell is a ``malm train`` run (the pipeline's command) into
 ``--out/<cell>``; re-running skips finished cells. Writes ``--out/sweep.csv`` (one row per cell) and
@@ -47,6 +49,7 @@ KNOBS = [
     ("distill_momentum", ("model.distill.momentum",), [0.999, 0.99, 0.9], ["malm"]),
 ]
 TIE = 0.5
+EXTEND = ("matching_scale",)  # numeric grids (ratio steps) that step 4 may extend
 
 
 def cell_name(variant: str, point: dict) -> str:
@@ -79,6 +82,26 @@ def run_cell(out: Path, variant: str, point: dict, seed: int, config: list[str],
             "curve": " / ".join(f"{r['val/img2rec_R@1']:.1f}" for r in hist), "wall_s": m["wall_s"]}
 
 
+def choose(scores: list):
+    """Step 3: the best-scoring value; one within TIE of the best loses to an earlier one."""
+    best = max(s for _, s in scores)
+    return next(v for v, s in scores if s >= best - TIE)
+
+
+def _extension(knob: str, scores: list):
+    """Step 4: the next value beyond the end of the tried grid that holds the best score so far, or
+    None when the best is inside (or the knob is not extended). scores: [(value, score)]"""
+    if knob not in EXTEND or len(scores) < 2:
+        return None
+    tried = sorted(v for v, _ in scores)
+    best = choose(scores)
+    if best == tried[0]:
+        return round(tried[0] * tried[0] / tried[1], 6)
+    if best == tried[-1]:
+        return round(tried[-1] * tried[-1] / tried[-2], 6)
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="sweeps/defaults", help="Folder of the sweep's runs and tables.")
@@ -93,19 +116,24 @@ def main(argv=None) -> int:
     config = args.config or ["params.yaml"]
     point, rows, choices = dict(BASE), [], {}
     for knob, keys, grid, variants in KNOBS:
-        scores = []
-        for value in grid:
-            trial = {**point, **{k: value for k in keys}}
-            threads = max(1, (os.cpu_count() or 2) // args.jobs) if args.jobs > 1 else 0
+        scores: list = []
+        threads = max(1, (os.cpu_count() or 2) // args.jobs) if args.jobs > 1 else 0
+
+        def run_values(values: list) -> None:  # every cell of these values, --jobs at a time
+            cells = [(v, var) for v in values for var in variants]
             with ThreadPoolExecutor(args.jobs) as pool:
-                cell_rows = list(pool.map(lambda v: run_cell(out, v, trial, args.seed, config, threads),
-                                          variants))
-            for r in cell_rows:
-                rows.append({"knob": knob, "value": value, **r})
-            scores.append((value, sum(r["val_R1_best"] for r in cell_rows) / len(cell_rows)))
+                done = list(pool.map(lambda c: run_cell(out, c[1], {**point, **{k: c[0] for k in keys}},
+                                                        args.seed, config, threads), cells))
+            for v in values:
+                cell_rows = [r for (cv, _), r in zip(cells, done) if cv == v]
+                rows.extend({"knob": knob, "value": v, **r} for r in cell_rows)
+                scores.append((v, sum(r["val_R1_best"] for r in cell_rows) / len(cell_rows)))
             pd.DataFrame(rows).to_csv(out / "sweep.csv", index=False)
-        best = max(s for _, s in scores)
-        chosen = next(v for v, s in scores if s >= best - TIE)  # earlier grid entry wins a tie
+
+        run_values(list(grid))
+        while (value := _extension(knob, scores)) is not None:
+            run_values([value])
+        chosen = choose(scores)
         choices[knob] = {"chosen": chosen, "scores": dict(scores), "variants": variants}
         point.update({k: chosen for k in keys})
         print(f"[sweep] {knob}: " + ", ".join(f"{v} -> {s:.2f}" for v, s in scores)

@@ -425,3 +425,26 @@ def test_rerank_selection_and_provenance_checks(trained):
     with pytest.raises(ValueError, match="not made by"):
         evaluate_all(root / "baseline.npz", smoke, root / "mixed", run_dir=runs["malm"], progress=False)
     assert math.isfinite(json.loads((out / "tfood+rerank10_50.json").read_text())["img2rec"]["medR"]["mean"])
+
+
+@pytest.mark.parametrize("psi_layers,psi_prime_layers", [(1, 1), (2, 3)])
+def test_shared_sides_equal_fusing_each_pair_whole(psi_layers, psi_prime_layers):
+    """The global score's shared path (image_side / recipe_side computed once per row, fuse_sides
+    per pair) equals psi/psi' run on each pair (fuse_pairs), also with deeper decoders."""
+    from malm.config import MatchingConfig
+    from malm.models.matching import TwoLevelMatching
+
+    torch.manual_seed(0)
+    m = TwoLevelMatching(MatchingConfig(width=32, heads=2, psi_layers=psi_layers,
+                                        psi_prime_layers=psi_prime_layers), 24, 16,
+                         global_loss=True, local_loss=False).eval()
+    n, s = 12, 9
+    lengths = torch.randint(1, s + 1, (n,))
+    pad = torch.arange(s)[None] >= lengths[:, None]
+    tokens = SplitTokens(torch.randn(n, 5, 24), torch.randn(n, s, 16), pad, torch.randperm(n))
+    i, j = torch.randint(0, n, (60,)), torch.randint(0, n, (60,))
+    shared = PairScorer(m, tokens, chunk=7).score_pairs(i, j)
+    rec, rpad = tokens.take_recipe(j)
+    with torch.inference_mode():
+        whole = pair_scores(m, tokens.take_image(i), rec, rpad, "global")
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-6)

@@ -59,7 +59,7 @@ class MultiheadAttention(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads_n, self.head_dim = heads, dim // heads
         # separate q / k / v maps: a fused kv map + unbind costs a cat and zero-fills in backward
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
@@ -67,9 +67,9 @@ class MultiheadAttention(nn.Module):
     def forward(self, x, ctx, key_pad=None, need_weights: bool = False):
         B, Q, D = x.shape
         K = ctx.shape[1]
-        q = self.q(x).view(B, Q, self.heads, self.head_dim).transpose(1, 2)  # [B, h, Q, d]
-        k = self.k(ctx).view(B, K, self.heads, self.head_dim).transpose(1, 2)  # [B, h, K, d]
-        v = self.v(ctx).view(B, K, self.heads, self.head_dim).transpose(1, 2)
+        q = self.q(x).view(B, Q, self.heads_n, self.head_dim).transpose(1, 2)  # [B, h, Q, d]
+        k = self.k(ctx).view(B, K, self.heads_n, self.head_dim).transpose(1, 2)  # [B, h, K, d]
+        v = self.v(ctx).view(B, K, self.heads_n, self.head_dim).transpose(1, 2)
         keep = None if key_pad is None else ~key_pad[:, None, None, :]  # [B, 1, 1, K]
         if need_weights:
             # b batch, h head, q query, k key, d head dim
@@ -83,6 +83,21 @@ class MultiheadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
             attn = None
         return self.proj(out.transpose(1, 2).reshape(B, Q, D)), attn
+
+    def heads(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] -> [B, h, L, d]"""
+        return t.view(t.shape[0], t.shape[1], self.heads_n, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of a context ``ctx`` [B, K, D]: [B, h, K, d] each (``attend``)."""
+        return self.heads(self.k(ctx)), self.heads(self.v(ctx))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_pad=None) -> torch.Tensor:
+        """``forward`` from head-split queries, keys and values ([B, h, L, d]; no weights)."""
+        B, _, Q, _ = q.shape
+        keep = None if key_pad is None else ~key_pad[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return self.proj(out.transpose(1, 2).reshape(B, Q, self.heads_n * self.head_dim))
 
 
 class DecoderBlock(nn.Module):
@@ -110,6 +125,18 @@ class DecoderBlock(nn.Module):
         x = x + self.mlp(self.norm3(x))
         return x, attn
 
+    def query_side(self, x, x_pad=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What this block computes from ``x`` alone: x after self-attention, and its head-split
+        cross-attention queries (``finish`` does the rest; together they are ``forward``)."""
+        h = self.norm1(x)
+        x = x + self.self_attn(h, h, x_pad)[0]
+        return x, self.cross_attn.heads(self.cross_attn.q(self.norm2(x)))
+
+    def finish(self, x, q, k, v, ctx_pad=None) -> torch.Tensor:
+        """``forward`` after ``query_side`` (x, q) and the context's ``keys_values`` (k, v)."""
+        x = x + self.cross_attn.attend(q, k, v, ctx_pad)
+        return x + self.mlp(self.norm3(x))
+
 
 class CrossDecoder(nn.Module):
     """A stack of DecoderBlocks + final LayerNorm; returns the last layer's cross-attention.
@@ -133,6 +160,17 @@ class CrossDecoder(nn.Module):
         for i, block in enumerate(self.blocks):
             x, attn = block(x, ctx, x_pad, ctx_pad, need_weights and i == last)
         return self.norm(x), attn
+
+    def forward_from(self, x, q, k, v, ctx, x_pad=None, ctx_pad=None):
+        """``forward`` (no weights) with the first block's ``query_side`` (x, q) of the queries and
+        its ``keys_values`` (k, v) of ``ctx`` given: a query or context shared by many pairs is
+        computed once (test-time re-ranking). -> x [B, Q, D]"""
+        x_pad = None if x_pad is None else safe_key_padding(x_pad)
+        ctx_pad = None if ctx_pad is None else safe_key_padding(ctx_pad)
+        x = self.blocks[0].finish(x, q, k, v, ctx_pad)
+        for block in self.blocks[1:]:
+            x, _ = block(x, ctx, x_pad, ctx_pad)
+        return self.norm(x)
 
 
 class TwoLevelMatching(nn.Module):
@@ -221,6 +259,30 @@ class TwoLevelMatching(nn.Module):
         """
         return self._fuse(self.proj_image(img_tokens), self.proj_recipe(rec_tokens), rec_pad,
                           need_weights)
+
+    def image_side(self, img_tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """What psi computes from an image alone: its first block's ``query_side`` of the
+        projected tokens. img_tokens [N, 1+P, C] -> x [N, 1+P, D], q [N, h, 1+P, d]"""
+        return self.psi.blocks[0].query_side(self.proj_image(img_tokens))
+
+    def recipe_side(self, rec_tokens, rec_pad) -> tuple[torch.Tensor, ...]:
+        """What psi and psi' compute from a recipe alone: the projected tokens r, psi's keys and
+        values of r, and psi''s first-block ``query_side`` of r. rec_tokens [N, S, W], rec_pad
+        [N, S] -> r [N, S, D], k, v [N, h, S, d], x [N, S, D], q [N, h, S, d]"""
+        r = self.proj_recipe(rec_tokens)
+        k, v = self.psi.blocks[0].cross_attn.keys_values(r)
+        x, q = self.psi_r.blocks[0].query_side(r, safe_key_padding(rec_pad))
+        return r, k, v, x, q
+
+    def fuse_sides(self, image_side, recipe_side, rec_pad) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fuse_pairs`` (no weights) from aligned rows of ``image_side`` and ``recipe_side``:
+        an image or recipe met in many pairs is encoded once. -> i_att [U, 1+P, D], r_att [U, S, D]"""
+        x_i, q_i = image_side
+        r, k, v, x_r, q_r = recipe_side
+        i_att = self.psi.forward_from(x_i, q_i, k, v, r, None, rec_pad)
+        k2, v2 = self.psi_r.blocks[0].cross_attn.keys_values(i_att)
+        r_att = self.psi_r.forward_from(x_r, q_r, k2, v2, i_att, rec_pad, None)
+        return i_att, r_att
 
     def _fuse(self, i, r, pad, need_weights: bool):
         """Projected image [U, 1+P, D] and recipe [U, S, D] tokens of U pairs -> i_att, attn, r_att"""
