@@ -151,7 +151,41 @@ def test_comparison_pairs_follow_the_tables():
     assert ("malm", "mask_0.25") not in pairs  # 0.5 is absent: the step is skipped, not bridged
     # the alias fills its row: no_distill stands for +LLC+LGC
     assert ("malm", "no_distill") in {(v, r) for v, r, _ in comparison_pairs(["no_distill", "malm"])}
-    assert all(r == "baseline" for _, r, w in comparison_pairs(["baseline", "global_only", "no_mask"]))
+    # the design card's chain: each variant adds one component to the one before it
+    chain = {(v, r): w for v, r, w in comparison_pairs(["baseline", "global_only", "no_mask",
+                                                         "no_distill", "malm"])}
+    assert chain[("global_only", "baseline")] == "vs baseline; component step: +L_GC"
+    assert chain[("no_mask", "global_only")] == "component step: +L_LC"
+    assert chain[("no_distill", "no_mask")] == "component step: +masking"
+    assert "component step: +L_dist" in chain[("malm", "no_distill")]
+
+
+def test_rerank_step_pairs_each_variant_with_its_own_dual_encoder_reading():
+    import pandas as pd
+
+    from malm.report.compare import rerank_comparisons
+
+    rows = []
+    for seed, (dual, rer) in enumerate([(20.0, 23.0), (21.0, 23.0), (19.0, 23.5)]):
+        for protocol, value in (("tfood", dual), ("tfood+rerank10", rer)):
+            for direction in ("img2rec", "rec2img"):
+                for metric in ("medR", "R@1", "R@5", "R@10"):
+                    rows.append({"variant": "malm", "display": "MALM", "seed": seed, "protocol": protocol,
+                                 "bag_size": 1000, "n_bags": 1, "direction": direction, "metric": metric,
+                                 "value": value if metric == "R@1" else 5.0, "std": 0.0,
+                                 "dataset": "x", "source": "ours (x)"})
+    df = pd.DataFrame(rows)
+    cmp = rerank_comparisons(df, None, n_boot=200)
+    r1 = cmp[(cmp.direction == "img2rec") & (cmp.metric == "R@1")].iloc[0]
+    assert (r1.variant, r1.reference, r1.protocol) == ("malm+rerank10", "malm", "tfood")
+    assert r1.comparison == "re-ranking step: top 10"
+    assert r1.mean_diff == pytest.approx(23.1667 - 20.0, abs=1e-3)
+    assert r1.ci_low > 0  # every seed gains
+    same = df.assign(value=df["value"].where(df["protocol"] == "tfood", None))
+    same["value"] = same.groupby(["seed", "direction", "metric"])["value"].transform("first")
+    flat = rerank_comparisons(same, None, n_boot=200)
+    assert (flat["mean_diff"] == 0).all()  # identical readings: no difference
+    assert rerank_comparisons(df[df.protocol == "tfood"], None).empty
 
 
 def test_compare_uses_the_per_bag_values_paired(tree):
@@ -170,7 +204,7 @@ def test_compare_uses_the_per_bag_values_paired(tree):
     assert (medr.mean_diff, medr.ci_low, medr.ci_high, medr.p_better) == (-2.0, -2.0, -2.0, 1.0)
     same = c.loc[("no_distill", "baseline", "rec2img", "R@10")]
     assert same.mean_diff == 0.0 and same.ci_low <= 0 <= same.ci_high and same.p_better == 0.5
-    assert c.loc[("malm", "no_distill", "img2rec", "R@1")].comparison == "Table 2 step"
+    assert c.loc[("malm", "no_distill", "img2rec", "R@1")].comparison == "Table 2 step; component step: +L_dist"
     one = c.loc[("llc", "baseline", "img2rec", "R@1")]  # llc has seed 0 only: paired on it alone
     assert (one.n_seeds, one.resampling) == (1, "bags (1 seed)")
     assert one.mean_diff == pytest.approx(0.0) and one.ci_low < 0 < one.ci_high

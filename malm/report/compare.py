@@ -18,7 +18,7 @@ import pandas as pd
 
 from malm import variants as variants_mod
 from malm.eval import stats
-from malm.eval.names import LOWER_IS_BETTER
+from malm.eval.names import LOWER_IS_BETTER, RERANK_TAG, is_rerank, parse_protocol
 from malm.report.collect import DIRECTIONS, METRICS, RUN_KEYS, same_config
 from malm.report.paper import table_variants
 
@@ -108,6 +108,11 @@ def summarise(df: pd.DataFrame, bags: pd.DataFrame | None = None, n_boot: int = 
     return out.merge(ci, on=run_keys + ["direction", "metric"], how="left")
 
 
+# The design card's variants as one chain, each adding one of MALM's components to the one before.
+COMPONENT_STEPS = (("global_only", "baseline", "+L_GC"), ("no_mask", "global_only", "+L_LC"),
+                   ("no_distill", "no_mask", "+masking"), ("malm", "no_distill", "+L_dist"))
+
+
 def comparison_pairs(present: Iterable[str], baseline: str = "baseline"
                      ) -> list[tuple[str, str, str]]:
     """(variant, reference, why) of the paired comparisons among the ``present`` variants:
@@ -117,7 +122,10 @@ def comparison_pairs(present: Iterable[str], baseline: str = "baseline"
       (mask ratio 0.25, 0.5, 0.75, 0.9) against the row directly above it (why: 'Table 2 step',
       'Table 3 step'), a row being filled by its registered variant or, failing that, an alias of it
       (``llc_lgc`` / ``no_distill``, ``malm`` / ``mask_0.75``). A step whose upper row is absent is
-      skipped, not bridged.
+      skipped, not bridged;
+    * each step of ``COMPONENT_STEPS`` (why: 'component step: +L_GC', ...): global matching only vs
+      baseline, without masking vs global matching only, without distillation vs without masking,
+      MALM vs without distillation.
 
     A pair reached twice is listed once, its reasons joined with '; '.
     """
@@ -136,7 +144,39 @@ def comparison_pairs(present: Iterable[str], baseline: str = "baseline"
         for upper, lower in zip(rows, rows[1:]):
             if upper and lower and upper != lower:
                 why.setdefault((lower, upper), []).append(f"Table {table} step")
+    for v, r, adds in COMPONENT_STEPS:
+        if v in present and r in present:
+            why.setdefault((v, r), []).append(f"component step: {adds}")
     return [(v, r, "; ".join(w)) for (v, r), w in why.items()]
+
+
+def rerank_comparisons(df: pd.DataFrame, bags: pd.DataFrame | None, n_boot: int = stats.N_BOOT,
+                       seed: int = 0) -> pd.DataFrame:
+    """The re-ranking step: each variant's ``<protocol>+rerank<k>`` results against its own
+    dual-encoder ``<protocol>`` results on the same seeds and bags (``COMPARISON_COLUMNS``; variant
+    ``<name>+rerank<k>``, reference ``<name>``, protocol the base protocol, comparison
+    're-ranking step: top <k>')."""
+    rer = df[df["protocol"].map(is_rerank)]
+    if not len(rer):
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+
+    def relabel(frame: pd.DataFrame) -> pd.DataFrame:
+        base_k = frame["protocol"].map(parse_protocol)
+        return frame.assign(protocol=[b for b, _ in base_k],
+                            variant=[f"{v}{RERANK_TAG}{k}" for v, (_, k) in zip(frame["variant"], base_k)],
+                            display=[f"{d} (re-ranked top {k})" for d, (_, k) in zip(frame["display"], base_k)])
+
+    dual = df[~df["protocol"].map(is_rerank)]
+    both = pd.concat([dual, relabel(rer)], ignore_index=True)
+    both_bags = None
+    if bags is not None and len(bags):
+        both_bags = pd.concat([bags[~bags["protocol"].map(is_rerank)],
+                               relabel(bags[bags["protocol"].map(is_rerank)])], ignore_index=True)
+    pairs = []
+    for v, protocol in rer[["variant", "protocol"]].drop_duplicates().itertuples(index=False):
+        k = parse_protocol(protocol)[1]
+        pairs.append((f"{v}{RERANK_TAG}{k}", v, f"re-ranking step: top {k}"))
+    return compare(both, both_bags, list(dict.fromkeys(pairs)), n_boot=n_boot, seed=seed)
 
 
 def compare(df: pd.DataFrame, bags: pd.DataFrame | None, pairs: Iterable[tuple[str, str, str]],

@@ -17,7 +17,7 @@ from malm.io import atomic_write_json, atomic_write_text, write_table
 from malm.report import figures
 from malm.report.collect import (BAGS_FILE, SAMPLES_SEEN, collect, collect_bags, collect_grounding,
                                  load_histories)
-from malm.report.compare import compare, comparison_pairs, summarise
+from malm.report.compare import compare, comparison_pairs, rerank_comparisons, summarise
 from malm.report.gradients import gradient_share_table, gradient_shares
 from malm.report.tables import bag_differences_table, bag_n_bags, grounding_summary, wide_table
 
@@ -88,7 +88,8 @@ def build_tables(results_dir: str | os.PathLike, out_dir: str | os.PathLike,
     write_table(bags, out / BAGS_FILE)
     summary = summarise(df, bags)
     write_table(summary, out / "summary.csv")
-    cmp = compare(df, bags, comparison_pairs(df["variant"].unique()))
+    cmp = pd.concat([compare(df, bags, comparison_pairs(df["variant"].unique())),
+                     rerank_comparisons(df, bags)], ignore_index=True)
     write_table(cmp, out / "comparisons.csv")
     written.update(results=out / "results.csv", per_bag=out / BAGS_FILE,
                    summary=out / "summary.csv", comparisons=out / "comparisons.csv")
