@@ -15,7 +15,10 @@ The rule (one pass of coordinate search, the same for every variant, validation 
    that end (``EXTEND``; the same ratio as the last step), until the best setting is inside.
 
 The test split is never read. Each cell is a ``malm train`` run (the pipeline's command) into
-``--out/<cell>``; re-running skips finished cells. Writes ``--out/sweep.csv`` (one row per cell) and
+``--out/<cell>``; re-running skips finished cells. A cell's knob values are a config file layered
+under the variant (``--config params.yaml --config <cell>/knobs.yaml``, as params.yaml itself), so
+a variant that switches a term off keeps it off: the baseline trains without the matching terms
+whatever the matching knob's value. The CSV records each run's resolved weights and mask ratio. Writes ``--out/sweep.csv`` (one row per cell) and
 ``--out/choices.json``.
 
     python benchmarks/sweep_defaults.py --out sweeps/defaults
@@ -33,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,10 +67,19 @@ def run_cell(out: Path, variant: str, point: dict, seed: int, config: list[str],
     run_dir = out / cell_name(variant, point)
     metrics = run_dir / "metrics.json"
     if not metrics.exists():
-        args = [sys.executable, "-m", "malm.cli", "train", *sum((["--config", c] for c in config), []),
+        run_dir.mkdir(parents=True, exist_ok=True)
+        knobs: dict = {}
+        for key, value in point.items():  # dotted keys -> a nested config file
+            node = knobs
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        (run_dir / "knobs.yaml").write_text(yaml.safe_dump(knobs, sort_keys=False))
+        files = [*config, str(run_dir / "knobs.yaml")]
+        args = [sys.executable, "-m", "malm.cli", "train", *sum((["--config", c] for c in files), []),
                 "--variant", variant, "--seed", str(seed), "--run-dir", str(run_dir),
-                "--restart-on-config-change", *[f"{k}={v}" for k, v in point.items()],
-                *([f"train.threads={threads}"] if threads else [])]
+                "--restart-on-config-change", *([f"train.threads={threads}"] if threads else [])]
         t0 = time.time()
         print(f"[sweep] {run_dir.name} ...", flush=True)
         p = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
@@ -76,7 +89,10 @@ def run_cell(out: Path, variant: str, point: dict, seed: int, config: list[str],
         print(f"[sweep] {run_dir.name} done in {time.time() - t0:.0f} s", flush=True)
     m = json.loads(metrics.read_text())
     hist = json.loads((run_dir / "history.json").read_text())
-    return {"cell": run_dir.name, "variant": variant, "seed": seed, **point,
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    resolved = {f"run.lambda_{t}": cfg["loss"][f"lambda_{t}"] for t in ("gc", "lc", "dist")}
+    resolved["run.mask_ratio"] = cfg["model"]["mask"]["ratio"]
+    return {"cell": run_dir.name, "variant": variant, "seed": seed, **point, **resolved,
             "val_R1_best": m.get("best/val/img2rec_R@1", m["val/img2rec_R@1"]),
             "val_R1_last": m["val/img2rec_R@1"], "best_epoch": m.get("best/epoch"),
             "curve": " / ".join(f"{r['val/img2rec_R@1']:.1f}" for r in hist), "wall_s": m["wall_s"]}
@@ -100,6 +116,19 @@ def _extension(knob: str, scores: list):
     if best == tried[-1]:
         return round(tried[-1] * tried[-1] / tried[-2], 6)
     return None
+
+
+def summary_markdown(rows: pd.DataFrame, choices: dict) -> str:
+    """One row per knob x value: each variant's best-epoch val R@1, their mean, and the choice."""
+    lines = ["| knob | value | " + " | ".join(["variants: val R@1 (seed 0)", "mean", "chosen"]) + " |",
+             "|---|---|---|---|---|"]
+    for knob, _, _, _ in KNOBS:
+        sel = rows[rows["knob"] == knob]
+        for value, g in sel.groupby("value", sort=False):
+            cells = ", ".join(f"{v} {r:.1f}" for v, r in zip(g["variant"], g["val_R1_best"]))
+            chosen = "**yes**" if str(choices.get(knob, {}).get("chosen")) == str(value) else ""
+            lines.append(f"| {knob} | {value} | {cells} | {g['val_R1_best'].mean():.2f} | {chosen} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -139,6 +168,7 @@ def main(argv=None) -> int:
         print(f"[sweep] {knob}: " + ", ".join(f"{v} -> {s:.2f}" for v, s in scores)
               + f"; chosen {chosen}", flush=True)
         (out / "choices.json").write_text(json.dumps({"point": point, "knobs": choices}, indent=1))
+    (out / "sweep.md").write_text(summary_markdown(pd.DataFrame(rows), choices))
     print(json.dumps(point))
     return 0
 
