@@ -1,9 +1,10 @@
 """Time one training step of the baseline variant, of MALM and of a plain timm ViT.
 
-A MALM step is what the trainer (``malm.train.trainer``) does per batch: forward (with a per-step
-hard-negative generator when the model's forward takes one) + criterion under optional bf16
-autocast, backward, gradient clipping (train.grad_clip), Adam step (fused on CUDA), logit-scale
-clamp and EMA teacher update. The baseline is the registered ``baseline`` variant (L_itc only, no
+A MALM step is the trainer's own step function, :func:`malm.train.step.train_step` on what
+:func:`malm.train.step.build_training` builds (forward with the per-step hard-negative stream +
+criterion under optional bf16 autocast, backward, gradient clipping (train.grad_clip), Adam step
+(fused on CUDA), scheduler step, logit-scale clamp and EMA teacher update): the bench times what
+training runs. The baseline is the registered ``baseline`` variant (L_itc only, no
 masking: T-Food without ITM) built the same way. The plain ViT is the same timm backbone alone:
 forward + backward + AdamW step (fused on CUDA) on the same images, the reference a MALM step is
 held against.
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import inspect
 import json
 import math
 import platform
@@ -53,9 +53,8 @@ import torch
 from malm import variants
 from malm.config import Config, load_yaml, merge, to_dict
 from malm.io import atomic_write_json
-from malm.losses import MALMCriterion
-from malm.models import build_model
 from malm.models.image import create_vit
+from malm.train.step import build_training, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_YAML = REPO / "configs" / "paper.yaml"
@@ -239,50 +238,31 @@ def _maybe_compile(module: torch.nn.Module, compiled: bool):
 
 
 def malm_runner(variant: str, base: Config, args, device, autocast, compiled: bool) -> Runner:
-    """A trainer step of ``variant`` (built as malm.train.trainer does)."""
+    """The trainer's own step (:func:`malm.train.step.train_step` on what
+    :func:`malm.train.step.build_training` builds) for ``variant``; ``--bf16`` sets its autocast."""
 
     def build():
-        cfg = make_config(base, variant)
-        torch.manual_seed(args.seed)
-        model = build_model(cfg.model, cfg.loss, VOCAB).to(device).train()
+        cfg = merge(make_config(base, variant), {"train": {"seed": args.seed}})
+        # the schedules laid out over the timed steps (their values do not change a step's cost)
+        t = build_training(cfg, VOCAB, device, steps_per_epoch=max(args.warmup + args.steps, 1))
+        t.amp = args.bf16
+        model = t.model.train()
         if args.freeze_image:
             model.set_image_trainable(False)
-        crit = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)
-        groups = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay,
-                                               cfg.train.lr_word_embedding)
-                  if g["params"]]
-        opt = torch.optim.Adam(groups, fused=device.type == "cuda")
         fwd = _maybe_compile(model, compiled)
-        takes_generator = "generator" in inspect.signature(model.forward).parameters
         batches = [make_batch(cfg, args.batch, device, seed=s) for s in range(2)]
-        clip = cfg.train.grad_clip
 
         def step(i: int) -> None:
-            batch = batches[i % 2]
-            kwargs = {}
-            if takes_generator:  # the trainer's per-step hard-negative stream
-                kwargs["generator"] = torch.Generator(device=device).manual_seed(args.seed * 100_003 + i)
-            with autocast():
-                out = fwd(batch, **kwargs)
-                logs = crit(out, batch, 0)
-            opt.zero_grad(set_to_none=True)
-            logs["loss"].backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            if hasattr(model, "clamp_logit_scales"):
-                model.clamp_logit_scales()
-            model.update_teacher(0.999)
+            train_step(t, fwd, batches[i % 2], 0, i)
 
         n = sum(p.numel() for _, p in model.student_parameters() if p.requires_grad)
         info = {"trainable_params_M": n / 1e6, "matching": model.matching is not None,
                 "predictor": model.predictor is not None, "teacher": model.teacher is not None,
-                "generator_kwarg": takes_generator, "grad_clip": clip, "mask_ratio": cfg.model.mask.ratio}
+                "grad_clip": t.grad_clip, "mask_ratio": cfg.model.mask.ratio}
         if variant == "malm":
             info["matching_cfg"] = to_dict(cfg.model.matching)
         print(f"  {variant}{' (compiled)' if compiled else ''}: {n / 1e6:.2f} M trainable params, parts: "
-              f"matching={info['matching']} predictor={info['predictor']} teacher={info['teacher']} "
-              f"generator_kwarg={takes_generator}")
+              f"matching={info['matching']} predictor={info['predictor']} teacher={info['teacher']}")
         return step, info
 
     return Runner(variant, device, build)

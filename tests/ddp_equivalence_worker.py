@@ -18,16 +18,16 @@ from malm import variants
 from malm.data.cache import vocab_size
 from malm.data.dataset import RecipeImageDataset
 from malm.data.masking import MaskingCollate
-from malm.losses.criterion import MALMCriterion
-from malm.models.malm import build_model
+from malm.train.step import build_training, forward_losses
 
 N_PER_RANK = 16
 
 
-def losses_and_grads(model, criterion, batch):
+def losses_and_grads(t, batch):
+    """The trainer's forward half (malm.train.step.forward_losses), then backward."""
+    model = t.model
     model.zero_grad(set_to_none=True)
-    out = model(batch, generator=torch.Generator().manual_seed(7))
-    logs = criterion(out, batch, epoch=1)
+    logs = forward_losses(t, model, batch, epoch=1, i=0)
     logs["loss"].backward()
     grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
              for n, p in model.student_parameters()}
@@ -38,21 +38,20 @@ def main() -> None:
     smoke, cache_dir, out_path, *overrides = sys.argv[1:]
     cfg = variants.resolve_from_files("malm", [smoke], C.parse_overrides(overrides))
     cache = Path(cache_dir)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.loss, vocab_size(cache)).eval()  # eval: no dropout
-    criterion = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)
+    t = build_training(cfg, vocab_size(cache), torch.device("cpu"), steps_per_epoch=1)
+    t.model.eval()  # eval: no dropout
     ds = RecipeImageDataset(cache, "train", train=True, image_size=cfg.model.image.img_size, seed=0)
     P = (cfg.model.image.img_size // cfg.model.image.patch_size) ** 2
     collate = MaskingCollate(P, cfg.model.mask.ratio, seed=0)
     full = collate([ds[i] for i in range(2 * N_PER_RANK)])
     full.pop("n_skipped")
-    ref_losses, ref_grads = losses_and_grads(model, criterion, full)  # before the process group
+    ref_losses, ref_grads = losses_and_grads(t, full)  # before the process group
 
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
     part = {k: (v[rank * N_PER_RANK:(rank + 1) * N_PER_RANK] if torch.is_tensor(v) or isinstance(v, list) else v)
             for k, v in full.items()}
-    losses, grads = losses_and_grads(model, criterion, part)
+    losses, grads = losses_and_grads(t, part)
     world = torch.distributed.get_world_size()
     for name in list(losses):  # what the trainer logs: the mean over ranks
         t = torch.tensor(losses[name])

@@ -1,5 +1,6 @@
-"""Grounding score (malm.eval.grounding): hand-made cases with known answers, the token layout
-against the real recipe encoder, and a quick end-to-end run on the tiny synthetic data."""
+"""Grounding score (malm.eval.grounding, malm.eval.grounding_truth): hand-made cases with known
+answers, the token layout (malm.models.recipe.ingredient_columns) against the real recipe encoder,
+and a quick end-to-end run on the tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from conftest import SMOKE
-from malm.eval.grounding import (CropGeometry, NoMatchingModule, check_matching, ingredient_columns,
-                                 pointing, summarise, target_weights)
+from malm.eval.grounding import NoMatchingModule, check_matching, pointing, summarise, target_weights
+from malm.eval.grounding_truth import CropGeometry
+from malm.models.recipe import ingredient_columns
 
 # the smoke profile: 40 px synthetic image -> 36 px cache -> centre crop 32 (offset 2)
 # -> 4x4 patches of 8 px
@@ -126,6 +128,8 @@ def test_ingredient_columns_follow_the_real_recipe_encoder(decoder_layers):
         enc.pack = True
     cols, pad = ingredient_columns(title, ingrs, instrs, pack=True)
     assert torch.equal(pad, packed["pad"])
+    own_cols, own_pad = enc.ingredient_columns(title, ingrs, instrs)  # the encoder's own pack (True)
+    assert torch.equal(own_cols, cols) and torch.equal(own_pad, pad)
     plain_cols, plain_pad = ingredient_columns(title, ingrs, instrs, pack=False)
     assert torch.equal(plain_pad, plain["pad"])
     for b in range(B):

@@ -63,3 +63,17 @@ def test_every_writer_goes_through_the_helper(tmp_path):
     files = sorted(tmp_path.iterdir())
     assert [p.name for p in files] == ["c.pt", "config.yaml", "e.npz", "f.png", "t.csv"]
     assert {_mode(p) for p in files} == {0o644}
+
+
+def test_fingerprints_are_relative_sorted_and_order_free(tmp_path):
+    """The one sha256 helper every staleness key hashes with (the rule in malm.io's docstring)."""
+    import hashlib
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "b.py").write_bytes(b"b")
+    (tmp_path / "a.txt").write_bytes(b"a")
+    fp = io.fingerprint_files([tmp_path / "pkg" / "b.py", tmp_path / "a.txt"], tmp_path)
+    assert list(fp) == ["a.txt", "pkg/b.py"] and fp["a.txt"] == hashlib.sha256(b"a").hexdigest()
+    assert io.sha256_file(tmp_path / "a.txt") == io.sha256_bytes(b"a") == fp["a.txt"]
+    assert io.digest({"x": 1, "y": [1, 2]}) == io.digest({"y": [1, 2], "x": 1})
+    assert io.digest({"x": 1, "y": [1, 2]}) != io.digest({"x": 2, "y": [1, 2]})

@@ -104,6 +104,33 @@ def test_every_logit_sees_only_its_own_pair():
     assert torch.equal(a["cand_i2r"], a["cand_r2i"].t())  # one fused pair per (image, recipe)
 
 
+def test_pair_attention_is_psis_a_i_of_aligned_pairs():
+    """``pair_attention`` = psi's last-layer A_I of image u with recipe u (what grounding read from
+    psi directly before, and ``fuse_pairs``'s attn): [U, 1+P, S], rows sum to 1 over the non-pad
+    tokens, pad columns 0, and a pair's map depends on its own image and recipe only."""
+    torch.manual_seed(0)
+    cfg = MatchingConfig(width=C, psi_layers=2, psi_prime_layers=1, heads=2)
+    module = TwoLevelMatching(cfg, C, C, global_loss=True, local_loss=True).eval()
+    U = 3
+    img, rec = torch.randn(U, 1 + P, C), torch.randn(U, S, C)
+    pad = torch.zeros(U, S, dtype=torch.bool)
+    pad[1, 4:] = True
+    pad[2, 1] = True
+    with torch.no_grad():
+        attn = module.pair_attention(img, rec, pad)
+        _, inline = module.psi(module.proj_image(img), module.proj_recipe(rec), None, pad, need_weights=True)
+        _, fused, _ = module.fuse_pairs(img, rec, pad)
+        rec2 = rec.clone()
+        rec2[1] += 1.0
+        other = module.pair_attention(img, rec2, pad)
+    assert attn.shape == (U, 1 + P, S)
+    assert torch.equal(attn, inline) and torch.equal(attn, fused)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(U, 1 + P))
+    assert (attn.masked_select(pad[:, None, :].expand_as(attn)) == 0).all()
+    assert (attn[~pad[:, None, :].expand_as(attn)] > 0).all()
+    assert torch.equal(other[[0, 2]], attn[[0, 2]]) and not torch.allclose(other[1], attn[1])
+
+
 def test_hard_candidates_put_the_positive_first_and_never_repeat_it():
     torch.manual_seed(0)
     cfg = MatchingConfig(width=C, psi_layers=1, psi_prime_layers=1, heads=2, num_negatives=3)

@@ -193,6 +193,46 @@ def test_masked_tokens_keep_visible_positions():
         assert torch.allclose(full[b, 1 + p], ref[0, 1], atol=1e-5)
 
 
+def test_pair_attention_answers_grounding():
+    """``MALM.pair_attention`` = what grounding computed inline from the model's parts before (full
+    image, psi's A_I of the pairs (b, b), the layout of the packed recipe tokens), with hand-checkable
+    properties: [B, 1+P, S], rows sum to 1 over the recipe's non-pad tokens, the column of an
+    ingredient line holds that line's token; no matching module -> ValueError."""
+    from malm.models.recipe import ingredient_columns
+
+    cfg = variant_config(dict(VARIANTS)["malm"])
+    model = build_model(cfg.model, cfg.loss, VOCAB).eval()
+    batch = make_batch(cfg)
+    present = torch.tensor([[1, 0, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 1], [0, 1, 1, 1, 1]])
+    batch["ingrs"] = batch["ingrs"] * present[..., None]  # longest row 4 < 5 slots: packed
+    with torch.no_grad():
+        out = model.pair_attention(batch)
+        # the computation malm.eval.grounding did inline before it asked the model
+        tokens, _ = model.image_encoder.forward_visible(batch["image"], None)
+        rec = model.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
+        m = model.matching
+        _, inline = m.psi(m.proj_image(tokens), m.proj_recipe(rec["tokens"]), None, rec["pad"],
+                          need_weights=True)
+    cols, pad = ingredient_columns(batch["title"], batch["ingrs"], batch["instrs"], pack=True)
+    B, P = 4, model.num_patches
+    assert (model.patch_size, P) == (8, 16)
+    assert out["attn"].dtype == torch.float32 and out["attn"].shape == (B, 1 + P, rec["tokens"].shape[1])
+    assert torch.equal(out["attn"], inline.float())
+    assert torch.equal(out["pad"], rec["pad"]) and torch.equal(out["pad"], pad)
+    assert torch.equal(out["ingredient_cols"], cols) and out["ingredient_cols"].shape == (B, 5)
+    assert ((out["ingredient_cols"] >= 0) == present.bool()).all()
+    torch.testing.assert_close(out["attn"].sum(-1), torch.ones(B, 1 + P))
+    assert (out["attn"].masked_select(out["pad"][:, None, :].expand_as(out["attn"])) == 0).all()
+    # row 3 lacks line 0: packed, its lines 1..4 take the first 4 ingredient columns after the title
+    lt = out["ingredient_cols"][0, 0].item()  # row 0's line 0 sits right after the title words
+    assert out["ingredient_cols"][3].tolist() == [-1, lt, lt + 1, lt + 2, lt + 3]
+
+    base = build_model(variant_config(dict(VARIANTS)["baseline"]).model,
+                       variant_config(dict(VARIANTS)["baseline"]).loss, VOCAB).eval()
+    with pytest.raises(ValueError, match="no two-level matching module"):
+        base.pair_attention(batch)
+
+
 def test_frozen_image_encoder_and_param_groups():
     cfg = variant_config(dict(VARIANTS)["malm"])
     model = build_model(cfg.model, cfg.loss, VOCAB)

@@ -22,10 +22,18 @@ Layout of ``DataConfig.cache_dir`` (``S`` = ``cache_image_size``, ``T`` = ``max_
 (:class:`malm.data.store.JpegRows`, Pillow's libjpeg-turbo).
 
 Only pairs (recipes with at least one decodable image) are cached; text-only recipes are counted.
-The cache is valid while ``manifest.json``'s ``key`` (cache version, the DataConfig fields it
-depends on, size+mtime of the input files) matches; image files are not fingerprinted (a million
-stats): pass ``force=True`` after changing images in place. A build goes to a temporary folder
-renamed into place at the end, under a lock file, so a killed build never leaves a half cache.
+A build goes to a temporary folder renamed into place at the end, under a lock file, so a killed
+build never leaves a half cache.
+
+Staleness (the rule is in :mod:`malm.io`): this module owns it for the cache. The cache is valid
+while ``manifest.json``'s ``key`` (:func:`cache_key`) equals the key computed now: CACHE_VERSION,
+the DataConfig fields it depends on, the sha256 of the code that shapes it (:data:`CODE_FILES`) and
+the identity of its inputs. A root written by :mod:`malm.synth` (one with a complete
+``.synth_complete`` marker) is identified by the content digest its marker records: the generator
+owns the staleness of its files, and a regeneration that gives the same bytes leaves the cache
+valid. Any other root (Recipe1M) by size+mtime of its layer1/layer2/det_ingrs files; image files
+are not fingerprinted (a million stats): pass ``force=True`` after changing images (or a synthetic
+root's files) in place. The class file and split lists count by size+mtime either way.
 """
 
 from __future__ import annotations
@@ -45,10 +53,15 @@ from malm.config import DataConfig
 from malm.data import text as T
 from malm.data.recipe1m import DET_INGRS, LAYER1, LAYER2, SPLITS, Recipe1MError, load_root
 from malm.data.store import STORE_FILES, SplitImages, cache_images
-from malm.io import default_mode
+from malm.io import SYNTH_COMPLETE, default_mode, fingerprint_files
 
+# Bump by hand when the cache's content changes on purpose for a reason CODE_FILES do not show
+# (e.g. a tokenizers or Pillow upgrade that changes the bytes).
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
+PACKAGE = Path(__file__).resolve().parents[1]
+# the code that shapes the cache (what `prepare` runs from malm.data), fingerprinted into its key
+CODE_FILES = ("data/__init__.py", "data/cache.py", "data/recipe1m.py", "data/store.py", "data/text.py")
 
 
 # ---------------------------------------------------------------------------------- the key
@@ -68,8 +81,19 @@ def _input_files(cfg: DataConfig) -> list[Path]:
     return files
 
 
+def _synth_output(root: Path) -> str | None:
+    """The content digest that a complete :mod:`malm.synth` dataset in ``root`` records in its
+    marker (``output``); None for any other root or an older marker without it."""
+    try:
+        out = json.loads((root / SYNTH_COMPLETE).read_text(encoding="utf-8")).get("output")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return out if isinstance(out, str) else None
+
+
 def cache_key(cfg: DataConfig) -> dict:
-    """What a cache depends on: version, DataConfig fields and input-file fingerprints."""
+    """What a cache depends on: version, DataConfig fields, the code that writes it and the identity
+    of its inputs (a synthetic root's content digest; else size+mtime of the input files)."""
     fields = {
         "root": _abs(cfg.root), "split_dir": _abs(cfg.split_dir), "class_file": _abs(cfg.class_file),
         "min_word_count": cfg.min_word_count, "max_ingrs": cfg.max_ingrs,
@@ -85,14 +109,21 @@ def cache_key(cfg: DataConfig) -> dict:
     if cfg.image_store != "raw":
         fields["image_store"] = cfg.image_store
         fields["jpeg_quality"] = cfg.jpeg_quality
-    inputs = {}
+    inputs: dict[str, Any] = {}
+    root = Path(_abs(cfg.root))
+    synth = _synth_output(root)
+    if synth is not None:  # the generator's marker vouches for every file it wrote
+        inputs[str(root / SYNTH_COMPLETE)] = {"output": synth}
     for f in _input_files(cfg):
+        if synth is not None and f.parent == root and f.name in (LAYER1, LAYER2, DET_INGRS):
+            continue
         try:
             st = f.stat()
             inputs[str(f)] = [st.st_size, st.st_mtime_ns]
         except OSError:
             inputs[str(f)] = None
-    return {"version": CACHE_VERSION, "config": fields, "inputs": inputs}
+    return {"version": CACHE_VERSION, "config": fields, "inputs": inputs,
+            "code": fingerprint_files([PACKAGE / f for f in CODE_FILES], PACKAGE)}
 
 
 def load_manifest(cache_dir: str | os.PathLike) -> dict:
@@ -135,8 +166,13 @@ def require_cache(cfg: DataConfig, who: str = "this command") -> Path:
                 if old.get("config", {}).get(k) != new["config"].get(k)]
         if old.get("version") != new["version"]:
             diff.append("cache format version")
+        if old.get("code") != new["code"]:
+            diff.append("the code that writes the cache (malm/" + ", malm/".join(
+                f for f in sorted(set(old.get("code") or {}) | set(new["code"]))
+                if (old.get("code") or {}).get(f) != new["code"].get(f)) + ")")
         if old.get("inputs") != new["inputs"]:
-            diff.append(f"the input files under {cfg.root} (size or time)")
+            diff.append(f"the input files under {cfg.root} (content of a synthetic root, else size "
+                        "or time)")
         state = (f"was built from other data settings ({'; '.join(diff)})" if diff
                  else "is incomplete")
     raise FileNotFoundError(f"{cache} {state}; {who} never rebuilds the cache a run was trained on. "
@@ -321,3 +357,12 @@ def _str_array(items: Sequence[str]) -> np.ndarray:
 def vocab_size(cache_dir: str | os.PathLike) -> int:
     """Size of the cache's word vocabulary (its ``tokenizer.json``): the recipe encoder's input."""
     return T.load_tokenizer(Path(cache_dir) / "tokenizer.json").get_vocab_size()
+
+
+def split_array(cache_dir: str | os.PathLike, split: str, name: str) -> np.ndarray:
+    """One array of a split, ``<split>/<name>.npy`` of the layout above (``ids``, ``title``,
+    ``ingrs``, ``instrs``, ``cls``, ``image_offsets``, ``image_names``), memory-mapped read-only."""
+    path = Path(cache_dir) / split / f"{name}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not in the cache (run `prepare` (malm prepare))")
+    return np.load(path, mmap_mode="r")

@@ -5,10 +5,10 @@ check no real benchmark offers. For each evaluated pair (the first image of reci
 retrieval eval sees it, with its own recipe i) and each visible ingredient that the recipe names on
 an ingredient line:
 
-1. the trained model runs on the FULL image (no mask, eval mode) and on its recipe; the image and
-   recipe token sets are projected (``matching.proj_image`` / ``proj_recipe``) and fused by psi
-   for the pair (i, i) only -- no training-time candidate sampling. A_I = psi's last-layer,
-   head-averaged cross-attention [1+P, S]: each image token's weights over the recipe tokens;
+1. the trained model runs on the FULL image (no mask, eval mode) and on its recipe, and fuses
+   them with psi for the pair (i, i) only -- no training-time candidate sampling
+   (``MALM.pair_attention``). A_I = psi's last-layer, head-averaged cross-attention [1+P, S]:
+   each image token's weights over the recipe tokens;
 2. A_I is restricted to the patch rows (CLS dropped) and to the recipe-token column of that
    ingredient's line: one weight per patch [P]; the patch with the most weight is the pointer
    (ties: the lowest patch index);
@@ -20,42 +20,21 @@ same rule (what a pointer drawn uniformly over the patches scores); the reported
 mean over the scored ingredients. ``mass_in_box`` is the share of the column's attention weight that
 falls on inside patches (uniform weights give the chance rate too).
 
-Recipe tokens -> ingredient lines
----------------------------------
-``RecipeEncoder`` returns tokens = [title words | one token per ingredient line | one token per
-instruction line], after (a) dropping trailing word / line slots that are pad in every row of the
-batch (``used_length``) and (b) with ``pack`` (the default), packing each component: each row's
-non-pad tokens first in their original order, cut to the batch's longest row -- but only when that
-cut shortens the component (``pack_components``). So the column of ingredient line k of row b is
-``title width + k`` when the ingredient component is not re-ordered, else ``title width +
-(number of present lines before k in row b)``. :func:`ingredient_columns` computes it by running
-the model's own ``used_length`` / ``pack_components`` on slot ids, and every batch checks the pad
-mask it predicts against the encoder's.
-
-Line k of a pair is the k-th line of layer1's ``ingredients`` (the cache keeps the first
-``data.max_ingrs``; with ``data.ingredients=det`` the valid detected names). The synthetic
-generator writes ``det_ingrs.json`` aligned with those lines, naming the ingredient of each line
-(``truth["recipes"][id]["ingredients"]`` lists the visible ones but not the line order); an
-ingredient's line is the one whose name equals the box's ``ingredient``.
-
-Boxes -> patches
-----------------
-A truth box ``[x0, y0, x1, y1]`` is in pixels of the synthetic image (side ``synth.image_size``,
-x1/y1 exclusive, i.e. the continuous span [x0, x1)). The cache resizes the (square) image to
-``cache_image_size`` (scale ``cache / source``); the eval loader centre-crops ``model.image.img_size``
-at offset ``round((cache - crop) / 2)`` (torchvision's CenterCrop, ``RecipeImageDataset``). Patch p
-(row-major, as timm's patch embedding flattens: row = p // grid, col = p % grid) covers crop pixels
-[col * ps, (col + 1) * ps) x [row * ps, (row + 1) * ps), centre at (col + 1/2) * ps. A box with no
-area inside the crop is skipped (``box_outside_crop``); a box that lies in the crop but holds no patch
-centre is kept (it cannot be hit under ``centre``; its chance is 0).
+Where things come from
+----------------------
+* A_I, its patch rows and the recipe-token column of each ingredient line: the model
+  (``MALM.pair_attention``, which takes the column from ``RecipeEncoder.ingredient_columns``);
+  evaluation never reaches into the matching module;
+* the boxes, the line naming each ingredient and which patches lie inside a box:
+  :mod:`malm.eval.grounding_truth` (``load_truth``, ``select_targets``, ``CropGeometry``);
+* the image shown with each recipe: the cache (``malm.data.cache.split_array``), its first image
+  row, as the eval loader crops it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,114 +43,23 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from malm.data.cache import split_array
 from malm.data.dataset import CLIP_MEAN, CLIP_STD, RecipeImageDataset, collate
 from malm.eval.embed import load_trained, resolve_device
 from malm.eval.grounding_figure import grounding_figure
+from malm.eval.grounding_truth import RULES, CropGeometry, Target, Truth, load_truth, select_targets
 from malm.io import atomic_write_json
-from malm.models.recipe import pack_components, used_length
 
 log = logging.getLogger(__name__)
 
-RULES = ("centre", "overlap")
 SCHEMA = "malm.grounding/1"
+__all__ = ["CropGeometry", "NoMatchingModule", "RULES", "SCHEMA", "Truth", "check_matching",
+           "grounding_score", "load_truth", "pointing", "run_grounding", "summarise",
+           "target_weights"]
 
 
 class NoMatchingModule(ValueError):
     """The model has no two-level matching module (no psi, so no A_I to score)."""
-
-
-# ------------------------------------------------------------------------------------ geometry
-@dataclass(frozen=True)
-class CropGeometry:
-    """Synthetic image -> cached image -> eval crop -> ViT patch grid (all square)."""
-
-    source_size: int   # side of the synthetic JPEG (synth.image_size)
-    cache_size: int    # data.cache_image_size (the cached, resized image)
-    crop_size: int     # model.image.img_size (the eval loader's centre crop)
-    patch_size: int    # model.image.patch_size
-
-    def __post_init__(self) -> None:
-        if min(self.source_size, self.cache_size, self.crop_size, self.patch_size) < 1:
-            raise ValueError(f"sizes must be positive: {self}")
-        if self.crop_size > self.cache_size:
-            raise ValueError(f"crop {self.crop_size} exceeds the cached side {self.cache_size}")
-        if self.crop_size % self.patch_size:
-            raise ValueError(f"crop {self.crop_size} is not a multiple of the patch {self.patch_size}")
-
-    @property
-    def scale(self) -> float:
-        return self.cache_size / self.source_size
-
-    @property
-    def offset(self) -> int:
-        return int(round((self.cache_size - self.crop_size) / 2.0))  # as RecipeImageDataset
-
-    @property
-    def grid(self) -> int:
-        return self.crop_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid ** 2
-
-    def to_crop(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes [T, 4] in source pixels -> [T, 4] float in crop pixels (may leave the crop)."""
-        return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * self.scale - self.offset
-
-    def patch_centres(self) -> np.ndarray:
-        """[P, 2] (x, y) centre of each patch in crop pixels, row-major patch order."""
-        c = (np.arange(self.grid) + 0.5) * self.patch_size
-        ys, xs = np.meshgrid(c, c, indexing="ij")
-        return np.stack([xs.ravel(), ys.ravel()], axis=1)
-
-    def inside(self, boxes: np.ndarray, rule: str = "centre") -> np.ndarray:
-        """Boxes [T, 4] (source pixels) -> [T, P] bool: which patches count as inside each box."""
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-        b = self.to_crop(boxes)[:, None, :]  # [T, 1, 4]
-        if rule == "centre":
-            c = self.patch_centres()[None]  # [1, P, 2]
-            return ((b[..., 0] <= c[..., 0]) & (c[..., 0] < b[..., 2])
-                    & (b[..., 1] <= c[..., 1]) & (c[..., 1] < b[..., 3]))
-        lo = self.patch_centres()[None] - self.patch_size / 2.0  # [1, P, 2] top-left corners
-        hi = lo + self.patch_size
-        return ((np.maximum(b[..., 0], lo[..., 0]) < np.minimum(b[..., 2], hi[..., 0]))
-                & (np.maximum(b[..., 1], lo[..., 1]) < np.minimum(b[..., 3], hi[..., 1])))
-
-    def in_crop(self, boxes: np.ndarray) -> np.ndarray:
-        """[T] bool: the box shares some area with the crop."""
-        b = self.to_crop(boxes)
-        return ((np.maximum(b[:, 0], 0) < np.minimum(b[:, 2], self.crop_size))
-                & (np.maximum(b[:, 1], 0) < np.minimum(b[:, 3], self.crop_size)))
-
-
-# ------------------------------------------------------------------------- recipe token layout
-def ingredient_columns(title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.Tensor,
-                       pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each ingredient line lands in ``RecipeEncoder``'s token set.
-
-    title [B, Lt], ingrs [B, I, L], instrs [B, J, L] (token ids, 0 = pad)
-    -> cols [B, I] long (the token column of line k of row b; -1 when that line is absent or not
-       encoded), pad [B, S] bool (the pad mask the encoder returns for this batch)
-    """
-    B, I = ingrs.shape[:2]
-    lt = used_length(title != 0)
-    comps, pads = [torch.zeros(B, lt, 1, dtype=torch.long, device=title.device)], [title[:, :lt] == 0]
-    for field, ids in (("ingrs", ingrs), ("instrs", instrs)):
-        present = (ids != 0).any(-1)
-        present = present[:, :used_length(present)]
-        n = present.shape[1]
-        tag = torch.arange(1, n + 1, device=ids.device) if field == "ingrs" else torch.zeros(
-            n, dtype=torch.long, device=ids.device)
-        comps.append(tag.view(1, n, 1).expand(B, n, 1))  # ingredient slot k carries k + 1
-        pads.append(~present)
-    if pack:
-        comps, pads = pack_components(comps, pads)
-    tag, pad = torch.cat(comps, dim=1)[..., 0], torch.cat(pads, dim=1)  # [B, S]
-    cols = torch.full((B, I + 1), -1, dtype=torch.long, device=title.device)
-    rows, s = torch.nonzero((tag > 0) & ~pad, as_tuple=True)
-    cols[rows, tag[rows, s]] = s
-    return cols[:, 1:], pad
 
 
 # --------------------------------------------------------------------------------- scoring
@@ -223,46 +111,6 @@ def summarise(hit: np.ndarray, chance: np.ndarray, mass: np.ndarray, pair: np.nd
             "mass_in_box": float(mass.mean()), "accuracy_ci95": ci(acc_b), "excess_ci95": ci(exc_b)}
 
 
-# ------------------------------------------------------------------------------------- truth
-@dataclass
-class Truth:
-    """What the grounding score needs from the synthetic generator's files."""
-
-    images: dict[str, dict]        # image id -> {recipe_id, ingredients: [{ingredient, box, visible}]}
-    lines: dict[str, list[str]]    # recipe id -> ingredient name of each ingredient line (layer1 order)
-    det_lines: dict[str, list[str]]  # recipe id -> the same for data.ingredients=det (valid lines only)
-    source_size: int               # side of the synthetic images in pixels
-
-
-def load_truth(path: str | os.PathLike, det_ingrs: str | os.PathLike | None = None) -> Truth:
-    """Read ``synth_truth.json`` and the ``det_ingrs.json`` beside it (or at ``det_ingrs``)."""
-    path = Path(path)
-    try:
-        truth = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file (synth_truth.json is written by `malm data "
-                                "synth` next to layer1.json; real Recipe1M has no boxes)") from None
-    if not isinstance(truth, dict) or "images" not in truth or "generator" not in truth:
-        raise ValueError(f"{path} is not a malm synth_truth.json (no 'images' / 'generator')")
-    size = truth["generator"].get("config", {}).get("image_size")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"{path}: generator.config.image_size is missing")
-    det_path = Path(det_ingrs) if det_ingrs else path.with_name("det_ingrs.json")
-    try:
-        det = json.loads(det_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{det_path}: needed to map ingredient lines to ingredient names "
-                                "(written by `malm data synth` next to synth_truth.json)") from None
-    lines, det_lines = {}, {}
-    for rec in det:
-        items = rec.get("ingredients") or []
-        valid = rec.get("valid") or [True] * len(items)
-        names = [str(d.get("text", "")).strip() for d in items]
-        lines[rec["id"]] = names
-        det_lines[rec["id"]] = [n for n, ok in zip(names, valid) if ok and n]
-    return Truth(truth["images"], lines, det_lines, size)
-
-
 # ------------------------------------------------------------------------------------- model
 def check_matching(model, variant: str = "?") -> None:
     if getattr(model, "matching", None) is None:
@@ -270,56 +118,6 @@ def check_matching(model, variant: str = "?") -> None:
             f"variant {variant!r} has no two-level matching module (loss.lambda_gc = loss.lambda_lc = 0): "
             "the grounding score reads psi's cross-attention A_I, which this model does not have. "
             "Score a variant with local matching (e.g. malm, global_only, llc).")
-
-
-@torch.no_grad()
-def pair_attention(model, batch: dict) -> tuple[torch.Tensor, dict]:
-    """psi's A_I of each pair (i, i) of the batch on the full image: [B, 1+P, S], and the recipe
-    encoder's output (tokens, pad)."""
-    tokens, _ = model.image_encoder.forward_visible(batch["image"], None)
-    rec = model.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
-    m = model.matching
-    i, r = m.proj_image(tokens), m.proj_recipe(rec["tokens"])
-    _, attn = m.psi(i, r, None, rec["pad"], need_weights=True)
-    return attn.float(), rec
-
-
-@dataclass
-class _Target:
-    pair: int          # row in the split
-    line: int          # ingredient line index
-    name: str
-    box: list[int]     # source pixels
-    visible: float
-
-
-def _targets(truth: Truth, image_name: str, recipe_id: str, det_mode: bool, min_visible: float,
-             n_lines: int, skipped: dict[str, int], pair: int) -> list[_Target]:
-    entry = truth.images.get(image_name)
-    if entry is None:
-        skipped["image_not_in_truth"] += 1
-        return []
-    if entry.get("recipe_id") != recipe_id:
-        raise ValueError(f"truth says image {image_name} shows recipe {entry.get('recipe_id')}, the "
-                         f"cache pairs it with {recipe_id}: truth file and cache do not match")
-    names = (truth.det_lines if det_mode else truth.lines).get(recipe_id)
-    if names is None:
-        raise ValueError(f"recipe {recipe_id} is not in det_ingrs.json: truth file and cache do not match")
-    out = []
-    for ing in entry["ingredients"]:
-        vis = float(ing.get("visible", 1.0))
-        if vis <= 0 or vis < min_visible:
-            skipped["not_visible"] += 1
-            continue
-        if ing["ingredient"] not in names:
-            skipped["not_in_recipe"] += 1
-            continue
-        k = names.index(ing["ingredient"])
-        if k >= n_lines:
-            skipped["line_not_encoded"] += 1
-            continue
-        out.append(_Target(pair, k, ing["ingredient"], list(ing["box"]), vis))
-    return out
 
 
 def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, split: str = "test",
@@ -337,38 +135,24 @@ def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, s
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     device = torch.device(device)
     ds = RecipeImageDataset(cache_dir, split, train=False, image_size=cfg.model.image.img_size)
-    vit = model.image_encoder.vit
-    patch = vit.patch_embed.patch_size
-    patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
-    geo = CropGeometry(truth.source_size, ds.cache_image_size, ds.image_size, patch)
-    if geo.num_patches != model.image_encoder.num_patches:
-        raise ValueError(f"crop {geo.crop_size} / patch {patch} gives {geo.num_patches} patches, the "
-                         f"model has {model.image_encoder.num_patches}")
+    geo = CropGeometry(truth.source_size, ds.cache_image_size, ds.image_size, model.patch_size)
+    if geo.num_patches != model.num_patches:
+        raise ValueError(f"crop {geo.crop_size} / patch {geo.patch_size} gives {geo.num_patches} "
+                         f"patches, the model has {model.num_patches}")
 
-    split_dir = Path(cache_dir) / split
-    names = np.load(split_dir / "image_names.npy", mmap_mode="r")
-    offsets = np.load(split_dir / "image_offsets.npy", mmap_mode="r")
-    n_lines = int(np.load(split_dir / "ingrs.npy", mmap_mode="r").shape[1])  # data.max_ingrs
-    det_mode = getattr(cfg.data, "ingredients", "raw") == "det"
     n = len(ds) if limit is None else min(int(limit), len(ds))
-    skipped = {k: 0 for k in ("image_not_in_truth", "not_visible", "not_in_recipe",
-                              "line_not_encoded", "line_absent", "box_outside_crop")}
-    per_pair: list[list[_Target]] = []
-    for i in range(n):
-        t = _targets(truth, str(names[int(offsets[i])]), ds.ids[i], det_mode, min_visible, n_lines,
-                     skipped, i)
-        keep = geo.in_crop(np.asarray([x.box for x in t])) if t else np.zeros(0, bool)
-        skipped["box_outside_crop"] += int((~keep).sum())
-        per_pair.append([x for x, k in zip(t, keep) if k])
+    names = split_array(cache_dir, split, "image_names")
+    offsets = split_array(cache_dir, split, "image_offsets")
+    per_pair, skipped = select_targets(
+        truth, geo, [str(names[int(offsets[i])]) for i in range(n)], ds.ids[:n],
+        det_mode=getattr(cfg.data, "ingredients", "raw") == "det", min_visible=min_visible,
+        n_lines=int(split_array(cache_dir, split, "ingrs").shape[1]))  # data.max_ingrs
     pairs = [i for i in range(n) if per_pair[i]]
     if not pairs:
         raise ValueError(f"{split}: no pair of the first {n} has a visible ingredient in its recipe "
                          f"(skipped: {skipped}); is --truth the synth_truth.json of this run's data?")
 
     model.eval()
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    pack = getattr(model.recipe_encoder, "pack", True)
     loader = DataLoader(Subset(ds, pairs), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
     rec_hit, rec_ch, rec_mass, rec_pair, names_out = [], [], [], [], []
@@ -376,12 +160,10 @@ def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, s
     for batch in tqdm(loader, desc=f"grounding {split}", disable=not progress, leave=False):
         if batch is None or batch.get("n_skipped"):
             raise RuntimeError(f"{cache_dir}/{split}: unreadable cached images; rebuild the cache")
-        tb = {k: batch[k].to(device) for k in ("image", "title", "ingrs", "instrs")}
-        attn, rec = pair_attention(model, tb)
-        cols, pad = ingredient_columns(tb["title"], tb["ingrs"], tb["instrs"], pack=pack)
-        if pad.shape != rec["pad"].shape or not torch.equal(pad, rec["pad"]):
-            raise RuntimeError("the recipe encoder's token layout no longer matches "
-                               "malm.eval.grounding.ingredient_columns (pad masks differ); update it")
+        with torch.no_grad():
+            out = model.pair_attention({k: batch[k].to(device)
+                                        for k in ("image", "title", "ingrs", "instrs")})
+        attn, cols = out["attn"], out["ingredient_cols"]
         index = batch["index"].tolist()
         targets = [(b, t) for b, i in enumerate(index) for t in per_pair[i]]
         rows = torch.tensor([b for b, _ in targets], device=device)
@@ -401,20 +183,8 @@ def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, s
         rec_mass.append(res["mass"].numpy())
         rec_pair.append(np.asarray([t.pair for _, t in targets]))
         names_out += [t.name for _, t in targets]
-        for b in range(len(index)):
-            if len(examples) >= n_examples:
-                break
-            sel = [j for j, (bb, _) in enumerate(targets) if bb == b]
-            if not sel:
-                continue
-            img = (batch["image"][b] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-            examples.append({
-                "id": batch["id"][b], "image": img,
-                "ingredients": [{"name": targets[j][1].name,
-                                 "box": geo.to_crop(np.asarray(targets[j][1].box))[0].tolist(),
-                                 "weights": w[j].numpy().reshape(geo.grid, geo.grid),
-                                 "pointer": int(res["pointer"][j]), "hit": bool(res["hit"][j]),
-                                 "chance": float(res["chance"][j])} for j in sel]})
+        if len(examples) < n_examples:
+            examples += _examples(batch, targets, w, res, geo, n_examples - len(examples))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     hit, ch, mass, pair = cat(rec_hit), cat(rec_ch), cat(rec_mass), cat(rec_pair)
     if len(hit) == 0:
@@ -431,6 +201,30 @@ def grounding_score(model, cfg, cache_dir: str | os.PathLike, truth: Truth, *, s
                      "patch_size": geo.patch_size, "grid": geo.grid},
     }
     return result, examples
+
+
+def _examples(batch: dict, targets: list[tuple[int, Target]], w: torch.Tensor,
+              res: dict[str, torch.Tensor], geo: CropGeometry, most: int) -> list[dict]:
+    """Figure material of up to ``most`` images of ``batch`` with a scored target: the crop
+    (de-normalised HWC), and per target its box in crop pixels and its weights on the patch grid."""
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    out: list[dict] = []
+    for b in range(len(batch["id"])):
+        if len(out) >= most:
+            break
+        sel = [j for j, (bb, _) in enumerate(targets) if bb == b]
+        if not sel:
+            continue
+        img = (batch["image"][b] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        out.append({
+            "id": batch["id"][b], "image": img,
+            "ingredients": [{"name": targets[j][1].name,
+                             "box": geo.to_crop(np.asarray(targets[j][1].box))[0].tolist(),
+                             "weights": w[j].numpy().reshape(geo.grid, geo.grid),
+                             "pointer": int(res["pointer"][j]), "hit": bool(res["hit"][j]),
+                             "chance": float(res["chance"][j])} for j in sel]})
+    return out
 
 
 def _by_ingredient(names: Sequence[str], hit: np.ndarray, chance: np.ndarray) -> dict[str, dict]:

@@ -108,6 +108,48 @@ class MALM(nn.Module):
         rec = self.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
         return self.recipe_head(rec["pooled"])
 
+    @property
+    def patch_size(self) -> int:
+        """Side in pixels of the image encoder's square patches."""
+        p = self.image_encoder.vit.patch_embed.patch_size
+        return int(p[0] if isinstance(p, (tuple, list)) else p)
+
+    @property
+    def num_patches(self) -> int:
+        """P: patches of the image encoder's input (a square grid of ``sqrt(P)`` per side)."""
+        return self.image_encoder.num_patches
+
+    def pair_attention(self, batch: dict) -> dict:
+        """The matching module's image-patch <-> recipe-token attention of the aligned pairs of
+        ``batch``: image b with recipe b, on the full image (no mask), no candidate sampling. Ask
+        for a pair (image i, recipe j) by putting both in one row. Grounding reads this
+        (``malm.eval.grounding``); call it in ``eval()`` and under ``torch.no_grad()`` there.
+
+        batch: image [B, 3, H, W], title [B, Lt], ingrs [B, I, L], instrs [B, J, L] (0 = pad)
+        -> dict
+          attn [B, 1+P, S] float32   A_I (``TwoLevelMatching.pair_attention``): psi's last-layer,
+                                     head-averaged cross-attention; row 0 = the image CLS token,
+                                     row 1 + p = patch p (row-major: grid row p // sqrt(P), column
+                                     p % sqrt(P), ``patch_size`` px squares); each row sums to 1
+                                     over the recipe's non-pad tokens
+          pad [B, S] bool            the recipe tokens' pad mask (True = pad; such columns get 0)
+          ingredient_cols [B, I] long  the column of ingredient line k of row b, -1 when the line is
+                                     absent (``RecipeEncoder.ingredient_columns``)
+        Raises ValueError without a matching module (loss.lambda_gc = loss.lambda_lc = 0).
+        """
+        if self.matching is None:
+            raise ValueError("this model has no two-level matching module (loss.lambda_gc = "
+                             "loss.lambda_lc = 0), so no pair attention")
+        title, ingrs, instrs = batch["title"], batch["ingrs"], batch["instrs"]
+        tokens, _ = self.image_encoder.forward_visible(batch["image"], None)
+        rec = self.recipe_encoder(title, ingrs, instrs)
+        attn = self.matching.pair_attention(tokens, rec["tokens"], rec["pad"])
+        cols, pad = self.recipe_encoder.ingredient_columns(title, ingrs, instrs)
+        if pad.shape != rec["pad"].shape or not torch.equal(pad, rec["pad"]):
+            raise RuntimeError("RecipeEncoder.ingredient_columns no longer matches the encoder's token "
+                               "layout (pad masks differ); update malm.models.recipe.ingredient_columns")
+        return {"attn": attn.float(), "pad": rec["pad"], "ingredient_cols": cols}
+
     # ------------------------------------------------------------------ training helpers
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

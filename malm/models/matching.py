@@ -260,6 +260,19 @@ class TwoLevelMatching(nn.Module):
         return self._fuse(self.proj_image(img_tokens), self.proj_recipe(rec_tokens), rec_pad,
                           need_weights)
 
+    def pair_attention(self, img_tokens, rec_tokens, rec_pad) -> torch.Tensor:
+        """A_I of aligned pairs (image ``u`` with recipe ``u``): psi's last-layer, head-averaged
+        cross-attention of each image token over the recipe tokens -- ``fuse_pairs``'s ``attn``
+        without running psi' (grounding, ``malm.eval.grounding``).
+
+        img_tokens [U, 1+P, C], rec_tokens [U, S, W], rec_pad [U, S] (True = pad)
+        -> attn [U, 1+P, S]: row 0 is the image CLS token, rows 1.. the patches (ViT order); each
+           row sums to 1 over the pair's non-pad recipe tokens (pad columns get 0)
+        """
+        _, attn = self.psi(self.proj_image(img_tokens), self.proj_recipe(rec_tokens), None, rec_pad,
+                           need_weights=True)
+        return attn
+
     def image_side(self, img_tokens) -> tuple[torch.Tensor, torch.Tensor]:
         """What psi computes from an image alone: its first block's ``query_side`` of the
         projected tokens. img_tokens [N, 1+P, C] -> x [N, 1+P, D], q [N, h, 1+P, d]"""

@@ -130,6 +130,42 @@ def pack_components(tokens: list[torch.Tensor], pads: list[torch.Tensor]
     return out_t, out_p
 
 
+def ingredient_columns(title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.Tensor,
+                       pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each ingredient line lands in ``RecipeEncoder``'s token set (``tokens`` / ``pad``).
+
+    The tokens are [title words | one per ingredient line | one per instruction line], after
+    dropping the trailing word / line slots that are pad in every row (``used_length``) and, with
+    ``pack``, packing each component (``pack_components``: non-pad tokens first, order kept, cut to
+    the batch's longest row, only when that shortens the component). So line k of row b sits at
+    ``title width + k`` when the ingredient component is not re-ordered, else at ``title width +
+    (number of present lines before k in row b)``. Computed by running the same ``used_length`` /
+    ``pack_components`` on slot tags (no model weights involved).
+
+    title [B, Lt], ingrs [B, I, L], instrs [B, J, L] (token ids, 0 = pad)
+    -> cols [B, I] long (the token column of line k of row b; -1 when that line is absent or not
+       encoded), pad [B, S] bool (the pad mask the encoder returns for this batch)
+    """
+    B, I = ingrs.shape[:2]
+    lt = used_length(title != 0)
+    comps, pads = [torch.zeros(B, lt, 1, dtype=torch.long, device=title.device)], [title[:, :lt] == 0]
+    for field, ids in (("ingrs", ingrs), ("instrs", instrs)):
+        present = (ids != 0).any(-1)
+        present = present[:, :used_length(present)]
+        n = present.shape[1]
+        tag = torch.arange(1, n + 1, device=ids.device) if field == "ingrs" else torch.zeros(
+            n, dtype=torch.long, device=ids.device)
+        comps.append(tag.view(1, n, 1).expand(B, n, 1))  # ingredient slot k carries k + 1
+        pads.append(~present)
+    if pack:
+        comps, pads = pack_components(comps, pads)
+    tag, pad = torch.cat(comps, dim=1)[..., 0], torch.cat(pads, dim=1)  # [B, S]
+    cols = torch.full((B, I + 1), -1, dtype=torch.long, device=title.device)
+    rows, s = torch.nonzero((tag > 0) & ~pad, as_tuple=True)
+    cols[rows, tag[rows, s]] = s
+    return cols[:, 1:], pad
+
+
 class RecipeEncoder(nn.Module):
     """T-Food hierarchical recipe encoder.
 
@@ -158,6 +194,13 @@ class RecipeEncoder(nn.Module):
             self.decoders = nn.ModuleDict({f: ComponentDecoder(cfg) for f in FIELDS})
         else:
             self.decoders = None
+
+    def ingredient_columns(self, title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token layout of ``forward(title, ingrs, instrs)`` with this encoder's ``pack``:
+        cols [B, I] (the ``tokens`` column of ingredient line k of row b, -1 when absent) and the
+        ``pad`` [B, S] that ``forward`` returns. See :func:`ingredient_columns`."""
+        return ingredient_columns(title, ingrs, instrs, pack=self.pack)
 
     def _words(self, field: str, ids: torch.Tensor) -> torch.Tensor:
         """ids [N, L] -> word tokens [N, L', W], L' = L without the trailing all-pad columns"""

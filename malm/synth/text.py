@@ -9,10 +9,10 @@ text is redundant and not trivially aligned to pixels.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
+from malm.synth import read_data
 from malm.synth.vocab import Dish, Ingredient
 
 # Mass nouns keep their name in the plural ("2 cups rice"); the rest of these categories count.
@@ -29,7 +29,7 @@ _SEASONING = ("salt", "black pepper", "olive oil", "water")
 
 # The text itself (amount lists, per-category and per-method templates, titles) is data:
 # text_templates.json, read once here into tuples.
-_T = json.loads((Path(__file__).parent / "text_templates.json").read_text(encoding="utf-8"))
+_T = json.loads(read_data("text_templates.json"))
 COUNTS, SIZES, VOLUMES, SPOONS, WEIGHTS, CANS, NUMS = (
     tuple(_T["amounts"][k]) for k in ("count", "size", "vol", "spoon", "weight", "can", "num"))
 # category -> (group word or "", line templates, preparation words, post phrases, instruction steps)

@@ -10,7 +10,8 @@ method and a preference over ingredient categories.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+
+from malm.synth import read_data
 
 TEXTURES = ("solid", "stripes", "dots", "noise", "checker", "speckle")
 SHAPES = ("circle", "square", "triangle", "diamond", "stick", "leaf", "ring", "half", "blob", "star")
@@ -54,8 +55,7 @@ def _parse_ingredients(rows: str) -> tuple[Ingredient, ...]:
     return tuple(out)
 
 
-INGREDIENTS: tuple[Ingredient, ...] = _parse_ingredients(
-    (Path(__file__).parent / "ingredients.txt").read_text(encoding="utf-8"))
+INGREDIENTS: tuple[Ingredient, ...] = _parse_ingredients(read_data("ingredients.txt"))
 
 _VEG = {"veg": 3.0, "leafy": 1.0, "herb": 1.0}
 DISHES: tuple[Dish, ...] = (

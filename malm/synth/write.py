@@ -14,18 +14,31 @@ images are renderings of the same dish (:mod:`malm.synth.render`); its text is R
                         box: [x0, y0, x1, y1] pixels (x1/y1 exclusive) around the visible part;
                         visible: fraction of the drawn ingredient left unoccluded
     synth_classes.json  {recipe id: dish type}; titles also contain the dish word
-    .synth_complete     the summary, written last: its presence means the dataset is complete
+    .synth_complete     the summary, written last: its presence means the dataset is complete. It
+                        records the key of the files: the output config and the generator's
+                        fingerprint (:func:`malm.synth.generator_fingerprint`: GENERATOR_VERSION,
+                        data files, code), and ``output``, the sha256 digest of every file written
+                        (what the data cache takes as this root's identity)
 
 Difficulty knobs: ``min/max_ingredients``, ``lookalike_frac`` (ingredient pairs whose signatures
 differ only by a small colour shift), ``noise``, ``color_jitter``, ``occlusion``, ``zipf_a``,
 ``multi_image_frac``, ``text_only_frac``. Randomness comes from numpy Generators keyed by
 (seed, stream, split, recipe, image), so output is byte-identical for a config whatever ``workers``
 (given the same numpy and Pillow/libjpeg builds).
+
+Staleness (the rule is in :mod:`malm.io`): this module owns it for the files above. A folder whose
+marker records the same output config and the same generator fingerprint is reused as is; the same
+config made by another generator (an edited ``ingredients.txt``, ``text_templates.json`` or
+``malm/synth/*.py``, or a bumped GENERATOR_VERSION) is written again, whoever calls (``malm data
+synth``, ``malm data prepare``, ``malm pretrain``, ``dvc repro``). Writing it again gives the same
+bytes unless the generator really changed, so the digest in the marker, and everything downstream
+of it, stays the same after an edit that does not change the output.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import shutil
 import time
@@ -35,16 +48,18 @@ import numpy as np
 from tqdm import tqdm
 
 from malm.config import SynthConfig
-from malm.io import atomic_write_bytes
+from malm.io import SYNTH_COMPLETE, atomic_write_bytes, digest, sha256_bytes
+from malm.synth import generator_changes, generator_fingerprint
 from malm.synth.plan import SPLITS, RecipePlan, Vocabulary, build_vocabulary, plan_recipes
 from malm.synth.render import Look, Renderer
 from malm.synth.vocab import DISHES, INGREDIENTS
 
-VERSION = 1
+VERSION = 1  # of the file format, recorded in synth_truth.json (the generator's: GENERATOR_VERSION)
 URL = "https://example.com/malm-synth"
 GENERATOR = "malm.data.synth"  # the format name recorded in synth_truth.json (kept stable)
-COMPLETE, INCOMPLETE = ".synth_complete", ".synth_incomplete"
+COMPLETE, INCOMPLETE = SYNTH_COMPLETE, ".synth_incomplete"
 OUTPUT_FILES = ("layer1.json", "layer2.json", "det_ingrs.json", "synth_truth.json", "synth_classes.json")
+log = logging.getLogger(__name__)
 
 
 def image_path(root: Path, partition: str, image_id: str) -> Path:
@@ -61,7 +76,7 @@ def _init_worker(looks: list[Look], cfg: SynthConfig, out: str) -> None:
     _WORKER["cfg"], _WORKER["out"], _WORKER["dirs"] = cfg, Path(out), set()
 
 
-def _render_task(task: tuple) -> tuple[str, list, int]:
+def _render_task(task: tuple) -> tuple[str, list, int, str]:
     image_id, split, dish, base, ings, key = task
     cfg, out = _WORKER["cfg"], _WORKER["out"]
     rng = np.random.default_rng([cfg.seed, 2, *key])
@@ -71,23 +86,26 @@ def _render_task(task: tuple) -> tuple[str, list, int]:
         path.parent.mkdir(parents=True, exist_ok=True)
         _WORKER["dirs"].add(path.parent)
     path.write_bytes(data)
-    return image_id, truth, len(data)
+    return image_id, truth, len(data), sha256_bytes(data)
 
 
-def _render_all(plans: list[RecipePlan], cfg: SynthConfig, pool, progress: bool) -> tuple[dict, int]:
+def _render_all(plans: list[RecipePlan], cfg: SynthConfig, pool, progress: bool) -> tuple[dict, int, dict]:
+    """({image id: truth}, bytes written, {image id: sha256})"""
     tasks = [(img, p.partition, p.dish, p.base, tuple(p.ingredients), (*p.key, m))
              for p in plans for m, img in enumerate(p.images)]
-    truth, nbytes = {}, 0
+    truth, nbytes, shas = {}, 0, {}
     results = pool.imap_unordered(_render_task, tasks, chunksize=32) if pool else map(_render_task, tasks)
-    for image_id, t, n in tqdm(results, total=len(tasks), disable=not progress, desc="synth images",
-                               unit="img", smoothing=0.1):
-        truth[image_id], nbytes = t, nbytes + n
-    return truth, nbytes
+    for image_id, t, n, sha in tqdm(results, total=len(tasks), disable=not progress, desc="synth images",
+                                    unit="img", smoothing=0.1):
+        truth[image_id], nbytes, shas[image_id] = t, nbytes + n, sha
+    return truth, nbytes, shas
 
 
 # ------------------------------------------------------------------------------------- writing
-def _write_json(path: Path, obj) -> int:
-    return atomic_write_bytes(path, json.dumps(obj).encode())
+def _write_json(path: Path, obj) -> tuple[int, str]:
+    """Write ``obj``; return (bytes, sha256)."""
+    data = json.dumps(obj).encode()
+    return atomic_write_bytes(path, data), sha256_bytes(data)
 
 
 def _records(plans: list[RecipePlan], truth: dict, vocab: Vocabulary, cfg: SynthConfig) -> dict[str, object]:
@@ -124,14 +142,19 @@ def _records(plans: list[RecipePlan], truth: dict, vocab: Vocabulary, cfg: Synth
             "synth_truth.json": {"generator": generator, "images": images, "recipes": recipes}}
 
 
-def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> dict | None:
-    """Return the stored summary if ``out`` already holds this dataset; clear stale output otherwise."""
+def _prepare(out: Path, cfg: SynthConfig, generator: dict, overwrite: bool) -> dict | None:
+    """Return the stored summary if ``out`` already holds this dataset, made by this ``generator``
+    (its fingerprint); clear stale output otherwise."""
     done = out / COMPLETE
     if done.exists():
         summary = json.loads(done.read_text())
         if summary.get("config") == cfg.output_config():
-            return {**summary, "cached": True}
-        if not overwrite:
+            changed = generator_changes(summary.get("generator"), generator)
+            if not changed:
+                return {**summary, "cached": True}
+            # the same dataset, made by another generator: stale, written again
+            log.info("%s: made by another generator (%s differ); writing it again", out, ", ".join(changed))
+        elif not overwrite:
             diff = sorted(k for k, v in cfg.output_config().items() if summary.get("config", {}).get(k) != v)
             raise FileExistsError(f"{out} holds a synthetic dataset made with another config (differs in "
                                   f"{', '.join(diff)}); use another folder or overwrite=True")
@@ -153,13 +176,16 @@ def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True, overw
     split, seconds, bytes).
 
     The summary is written last to ``.synth_complete``. A folder that already has it for the same
-    output config is returned as is (``"cached": True``) without regenerating; a different config raises
-    ``FileExistsError`` unless ``overwrite``. A folder left by a crashed run (``.synth_incomplete``)
-    is regenerated; Recipe1M files from elsewhere are never overwritten without ``overwrite``.
+    output config and the same generator (:func:`malm.synth.generator_fingerprint`) is returned as
+    is (``"cached": True``) without regenerating; the same config made by another generator is
+    regenerated; a different config raises ``FileExistsError`` unless ``overwrite``. A folder left
+    by a crashed run (``.synth_incomplete``) is regenerated; Recipe1M files from elsewhere are never
+    overwritten without ``overwrite``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cached = _prepare(out, cfg, overwrite)
+    generator = generator_fingerprint()  # before writing: the generator these files come from
+    cached = _prepare(out, cfg, generator, overwrite)
     if cached is not None:
         return cached
     t0 = time.time()
@@ -169,18 +195,21 @@ def generate(out_dir: str | Path, cfg: SynthConfig, progress: bool = True, overw
     if cfg.workers > 1:
         with mp.get_context().Pool(cfg.workers, _init_worker, initargs) as pool:
             plans = plan_recipes(cfg, vocab, pool)
-            truth, nbytes = _render_all(plans, cfg, pool, progress)
+            truth, nbytes, shas = _render_all(plans, cfg, pool, progress)
     else:
         _init_worker(*initargs)
         try:
             plans = plan_recipes(cfg, vocab)
-            truth, nbytes = _render_all(plans, cfg, None, progress)
+            truth, nbytes, shas = _render_all(plans, cfg, None, progress)
         finally:
             _WORKER.clear()
+    files = {}
     for name, obj in _records(plans, truth, vocab, cfg).items():
-        nbytes += _write_json(out / name, obj)
+        n, files[name] = _write_json(out / name, obj)
+        nbytes += n
     count = lambda f: {s: sum(f(p) for p in plans if p.partition == s) for s in SPLITS}  # noqa: E731
-    summary = {"config": cfg.output_config(), "version": VERSION,
+    summary = {"config": cfg.output_config(), "version": VERSION, "generator": generator,
+               "output": digest({"files": files, "images": shas}),
                "recipes": count(lambda p: 1), "pairs": count(lambda p: bool(p.images)),
                "text_only": count(lambda p: not p.images), "images": count(lambda p: len(p.images)),
                "seconds": round(time.time() - t0, 1), "bytes": nbytes}

@@ -1,25 +1,26 @@
 """What a training checkpoint carries besides the weights, and when a run may resume from one.
 
 A checkpoint (written through :func:`malm.io.save_checkpoint`) stores the resolved config, the
-sha256 of the files the run starts from (``model.image.pretrained``) and of every ``malm`` source
-file the training process imported. A run resumed under another config, other input weights or
-other code is a different run: :func:`resume_state` refuses it, naming what changed, or with
-``restart_on_config_change`` starts afresh. ``checkpoint_best.pt`` keeps the best epoch on
+identity of what the run reads (:func:`input_fingerprints`: the sha256 of ``model.image.pretrained``
+and the digest of the data cache's key, which carries the synthetic generator's content digest) and
+the sha256 of every ``malm`` source file the training process imported. This module owns the
+staleness of a run (the rule is in :mod:`malm.io`): a run resumed under another config, other
+inputs or other code is a different run: :func:`resume_state` refuses it, naming what changed, or
+with ``restart_on_config_change`` starts afresh. ``checkpoint_best.pt`` keeps the best epoch on
 validation (:func:`is_better`, T-Food's saving criteria) beside ``checkpoint.pt`` (the last);
 :func:`patience_exhausted` is the early-stopping rule (``train.patience``) on the same criterion.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from malm import config as C
-from malm.io import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint
+from malm.io import BEST_CHECKPOINT, CHECKPOINT, digest, fingerprint_files, load_checkpoint
+from malm.io import sha256_file as _sha256  # the shared helper (it lived here)
 
 log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -42,34 +43,30 @@ def patience_exhausted(best: dict[str, Any] | None, epochs_done: int, patience: 
     return patience > 0 and best is not None and epochs_done - int(best["epoch"]) >= patience
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def input_fingerprints(cfg: C.Config) -> dict[str, str]:
-    """sha256 of the local files a run starts from (``model.image.pretrained``), so that a run
-    resumed under the same config but with rebuilt weights (``dvc repro`` after the pretrain
-    stage changed) is recognised as a different run instead of a finished one."""
+    """The identity of what a run reads, so that a run resumed under the same config but on other
+    inputs is recognised as a different run instead of a finished one: the sha256 of the local file
+    it starts from (``model.image.pretrained``, e.g. rebuilt by the pretrain stage) and the digest
+    of its data cache's key (``data.cache_dir``: :func:`malm.data.cache.cache_key`, the key the
+    cache is, or will be, built with; it changes when the data's content does, e.g. synthetic data
+    written again by an edited generator)."""
+    from malm.data.cache import cache_key  # the owner of the cache's identity
+
+    out = {"data.cache_dir": digest(cache_key(cfg.data))}
     spec = cfg.model.image.pretrained
-    if not spec or not Path(spec).is_file():
-        return {}
-    return {"model.image.pretrained": _sha256(spec)}
+    if spec and Path(spec).is_file():
+        out["model.image.pretrained"] = _sha256(spec)
+    return out
 
 
 def code_fingerprint() -> dict[str, str]:
     """{package-relative path: sha256} of every ``malm`` source file this process has imported:
     the code a run was trained with. A run resumed under changed code is a different run (DVC
     re-runs ``train`` after a code edit, and a finished checkpoint must not count as its result)."""
-    out = {}
-    for name, module in list(sys.modules.items()):
-        f = getattr(module, "__file__", None)
-        if (name == "malm" or name.startswith("malm.")) and f and Path(f).suffix == ".py":
-            out[Path(f).resolve().relative_to(PACKAGE).as_posix()] = _sha256(f)
-    return dict(sorted(out.items()))
+    files = {Path(f).resolve() for name, module in list(sys.modules.items())
+             if (name == "malm" or name.startswith("malm."))
+             and (f := getattr(module, "__file__", None)) and Path(f).suffix == ".py"}
+    return fingerprint_files(files, PACKAGE)
 
 
 def changed_code(recorded: dict[str, str]) -> list[str]:

@@ -48,6 +48,7 @@ from malm.models.image import ImageEncoder
 from malm.synth.write import generate
 from malm.train.schedules import lr_factor
 from malm.train.seeding import seed_everything, set_deterministic
+from malm.train.step import Training, train_step
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,27 @@ def clip_loss(img: torch.Tensor, cap: torch.Tensor, logit_scale: torch.Tensor) -
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+class StandIn(nn.Module):
+    """Image tower + caption tower + CLIP's learnable logit scale: the model one pretraining step
+    trains (:func:`malm.train.step.train_step`). forward -> (image, caption, logit scale)."""
+
+    def __init__(self, image_tower: ImageTower, caption_tower: CaptionTower, tau_init: float,
+                 caption_keep: float):
+        super().__init__()
+        self.image_tower, self.caption_tower = image_tower, caption_tower
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / tau_init)))
+        self.caption_keep = caption_keep
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None):
+        image = self.image_tower(batch["image"])
+        return image, self.caption_tower(caption_tokens(batch, self.caption_keep, generator)), self.logit_scale
+
+    @torch.no_grad()
+    def clamp_logit_scales(self) -> None:
+        """After each optimiser step: keep the temperature in CLIP's range (logit scale <= 100)."""
+        self.logit_scale.clamp_(0.0, math.log(100.0))
+
+
 @torch.no_grad()
 def validate(image_tower, caption_tower, loader) -> dict[str, float]:
     """Image->caption and caption->image R@1 / medR on the held-out corpus pairs (one bag)."""
@@ -147,45 +169,41 @@ def pretrain(cfg: C.Config, progress: bool = True) -> dict[str, Any]:
     train_loader = DataLoader(train_ds, batch_size=p.batch_size, shuffle=True, drop_last=True,
                               collate_fn=collate, generator=g, num_workers=cfg.data.num_workers)
     val_loader = DataLoader(val_ds, batch_size=256, collate_fn=collate)
-    image_tower = ImageTower(cfg.model.image, p.embed_dim)
-    caption_tower = CaptionTower(vocab_size(cache), p.embed_dim)
-    logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / p.tau_init)))
-    params = [*image_tower.parameters(), *caption_tower.parameters(), logit_scale]
-    optimizer = torch.optim.Adam(params, lr=p.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(p.warmup_steps, p.epochs * len(train_loader), p.schedule))
+    model = StandIn(ImageTower(cfg.model.image, p.embed_dim),
+                    CaptionTower(vocab_size(cache), p.embed_dim), p.tau_init, p.caption_keep)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
+    total_steps = p.epochs * len(train_loader)
+    t = Training(model=model, criterion=lambda out, batch, epoch: {"loss": clip_loss(*out)},
+                 optimizer=optimizer, device=torch.device("cpu"),
+                 scheduler=torch.optim.lr_scheduler.LambdaLR(
+                     optimizer, lr_factor(p.warmup_steps, total_steps, p.schedule)),
+                 steps_per_epoch=len(train_loader), total_steps=total_steps,
+                 generator=lambda epoch, i: g)  # caption dropout draws from the loader's stream
 
     curve: list[dict[str, float]] = []
     start, samples, steps = time.perf_counter(), 0, 0
     for epoch in range(p.epochs):
         train_ds.set_epoch(epoch)
         losses = []
-        for batch in tqdm(train_loader, desc=f"pretrain epoch {epoch + 1}", disable=not progress,
-                          leave=False):
+        for i, batch in enumerate(tqdm(train_loader, desc=f"pretrain epoch {epoch + 1}",
+                                       disable=not progress, leave=False)):
             if batch is None:
                 continue
-            loss = clip_loss(image_tower(batch["image"]),
-                             caption_tower(caption_tokens(batch, p.caption_keep, g)), logit_scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                logit_scale.clamp_(0.0, math.log(100.0))
-            losses.append(float(loss.detach()))
+            logs, _ = train_step(t, model, batch, epoch, i)
+            losses.append(float(logs["loss"].detach()))
             samples += len(batch["id"])
             steps += 1
         minutes = (time.perf_counter() - start) / 60
         row = {"epoch": epoch + 1, "samples": float(samples), "minutes": minutes,
                "train/loss": float(np.mean(losses)) if losses else float("nan"),
-               **validate(image_tower, caption_tower, val_loader)}
+               **validate(model.image_tower, model.caption_tower, val_loader)}
         curve.append(row)
         log.info("pretrain epoch %d: %s", epoch + 1, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
         if p.minutes is not None and minutes >= p.minutes:
             break
 
     out = Path(p.out)
-    save_checkpoint(out, image_tower.encoder.vit.state_dict())
+    save_checkpoint(out, model.image_tower.encoder.vit.state_dict())
     summary = {"weights": str(out), "corpus": {"root": p.root, "seed": p.seed, "n_train": len(train_ds),
                                                "n_val": len(val_ds), "n_ingredients": p.n_ingredients},
                "caption": f"title + {p.caption_keep:.0%} of the ingredients ({p.ingredients}), bag of words",

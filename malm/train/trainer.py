@@ -9,7 +9,9 @@ and ends with the same weights and metrics.
 GPU path: bf16 autocast, fused Adam, optional ``torch.compile``, pinned-memory loading, and DDP when
 launched with ``WORLD_SIZE > 1`` (torchrun, or submitit's distributed environment on Slurm).
 
-The pieces live beside it: the loader (:mod:`malm.data.loader`), validation and embedding
+The step itself (forward, losses, backward, optimiser, EMA teacher) is :mod:`malm.train.step`,
+shared with the DDP path, the stand-in pretraining and the train-step benchmark. The other pieces
+live beside it: the loader (:mod:`malm.data.loader`), validation and embedding
 (:mod:`malm.eval.embed`), resuming (:mod:`malm.train.checkpoint`), the run directory's logs
 (:mod:`malm.train.runlog`), DDP (:mod:`malm.train.distributed`) and the schedules.
 """
@@ -27,19 +29,16 @@ from tqdm.auto import tqdm
 
 from malm import config as C
 from malm.data.cache import prepare, vocab_size
-from malm.data.dataset import mix_seed
 from malm.data.loader import make_loader, set_epoch, to_device
 from malm.eval.embed import eval_loader, validate
 from malm.io import BEST_CHECKPOINT, CHECKPOINT, save_checkpoint
-from malm.losses.criterion import MALMCriterion
-from malm.models.malm import build_model
 from malm.train import runlog
 from malm.train.checkpoint import (changed_code, code_fingerprint, input_fingerprints, is_better,
                                    patience_exhausted, resume_state)
 from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
-from malm.train.gradshare import parameter_groups, shares, term_grad_norms, weighted_terms
-from malm.train.schedules import cosine_momentum_schedule, lr_factor
+from malm.train.gradshare import shares
 from malm.train.seeding import epoch_seed, seed_everything, set_deterministic
+from malm.train.step import build_training, train_step
 
 # the fingerprint of the code a run was trained with is part of what this module records
 __all__ = ["train", "changed_code", "code_fingerprint"]
@@ -102,31 +101,17 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
         runlog.save_config(cfg, run_dir)
 
     cache_dir = prepare(cfg.data, progress=progress and rank == 0)
-    seed_everything(cfg.train.seed)  # model init
-    model = build_model(cfg.model, cfg.loss, vocab_size(cache_dir)).to(device)
-    criterion = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)  # stateless
-    params = [g for g in model.param_groups(cfg.train.lr, cfg.train.lr_image, cfg.train.weight_decay,
-                                               cfg.train.lr_word_embedding)
-              if g["params"]]
-    optimizer = torch.optim.Adam(params, fused=device.type == "cuda")
     loader, collate, sampler = make_loader(
         cfg.data, cache_dir, "train", train=True, batch_size=cfg.train.batch_size // world,
         image_size=cfg.model.image.img_size, num_patches=cfg.model.image.num_patches,
         seed=cfg.train.seed, mask_ratio=cfg.model.mask.ratio,
         recipe_mask_ratio=cfg.model.mask.recipe_ratio, pin_memory=device.type == "cuda",
         rank=rank, world=world)
+    steps_per_epoch = len(loader)
+    t = build_training(cfg, vocab_size(cache_dir), device, steps_per_epoch)
+    model, optimizer, scheduler = t.model, t.optimizer, t.scheduler
     val_loader = (eval_loader(cfg.data, cfg.model.image, cache_dir, "val",
                               max(cfg.train.batch_size, 128), device) if rank == 0 else None)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise C.ConfigError(f"the train split gives no full batch of train.batch_size={cfg.train.batch_size}")
-    total_steps = steps_per_epoch * cfg.train.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(max(cfg.train.warmup_steps, 0), total_steps, cfg.train.lr_schedule))
-    loss_weights = {"itc": cfg.loss.lambda_itc, "gc": cfg.loss.lambda_gc, "lc": cfg.loss.lambda_lc,
-                    "dist": cfg.loss.lambda_dist}
-    momentum = cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
-                                        cfg.train.epochs, steps_per_epoch)
 
     start_epoch, history, wall, best = 0, [], 0.0, None
     if state is not None:
@@ -140,7 +125,6 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
         runlog.record_start(run_dir, start_epoch)
 
     live = runlog.open_live(run_dir, history) if rank == 0 else None
-    amp = device.type == "cuda" and cfg.train.amp
     train_model, wrapped_for = None, None
 
     metrics: dict[str, Any] = {}
@@ -160,39 +144,21 @@ def _train(cfg: C.Config, run_dir: Path, device: torch.device, rank: int, world:
         bar = tqdm(loader, desc=f"{cfg.variant} epoch {epoch + 1}/{cfg.train.epochs}",
                    disable=not progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
-            step = epoch * steps_per_epoch + i
             if batch is None:  # every image of the batch unreadable: counted by the dataset
                 continue
             skipped += batch.pop("n_skipped", 0)
             batch = to_device(batch, device)
-            # hard negatives: one stream per step, the same on every rank (drawn for the global batch)
-            negatives = torch.Generator(device=device).manual_seed(mix_seed(cfg.train.seed, epoch, i))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = train_model(batch, generator=negatives)
-                losses = criterion(out, batch, epoch)
-            loss = losses["loss"]
-            if not torch.isfinite(all_reduce_mean(loss.detach()) if world > 1 else loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i} (rank {rank}): "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
             log_step = i % max(cfg.train.log_every, 1) == 0
-            if log_step and cfg.train.log_grad_norms:
-                for k, v in term_grad_norms(weighted_terms(losses, loss_weights),
-                                            parameter_groups(model)).items():
-                    grad_sums.setdefault(k, []).append(v)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            model.clamp_logit_scales()
-            model.update_teacher(float(momentum[min(step, total_steps - 1)]))
+            losses, norms = train_step(t, train_model, batch, epoch, i,
+                                       log_grad_norms=log_step and cfg.train.log_grad_norms)
+            for k, v in norms.items():
+                grad_sums.setdefault(k, []).append(v)
             bs = batch["image"].shape[0]
             n_seen += bs
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() * bs
             if log_step:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{losses['loss'].item():.4f}")
         train_secs = time.perf_counter() - t0
         # every rank saw as many samples: the mean of the ranks' means is the global mean
         means = {k: float(all_reduce_mean(v / max(n_seen, 1)) if world > 1 else v / max(n_seen, 1))
