@@ -41,7 +41,7 @@ GPU_TARGET = 1600  # img/s: MALM's training step on one H200 (the scale issue's 
 
 def build(root: Path, out: Path, size: int, store: str, quality: int) -> Path:
     data = C.merge(C.DataConfig(), {"root": str(root), "cache_dir": str(out / f"{store}{size}"),
-                                    "synthetic": False, "cache_image_size": size, "image_size": min(size, 224),
+                                    "synthetic": False, "cache_image_size": size,
                                     "image_store": store, "jpeg_quality": quality, "min_word_count": 1})
     return prepare(data, progress=False)
 

@@ -47,7 +47,7 @@ if [[ $DRY == 1 ]]; then
   BENCH_ARGS=(--config small --batch 8 --steps "${BENCH_STEPS:-2}" --warmup 2 --device cpu
               --compile "${COMPILE:-both}" --compile-backend "${COMPILE_BACKEND:-aot_eager}"
               --recompile-limit "${RECOMPILE_LIMIT:-4}" --threads "$(nproc)")
-  SYNTH_ARGS=(--n-train "${N_TRAIN:-256}" --n-val 128 --n-test 160 --image-size 40 --workers 2)
+  SYNTH_ARGS=("synth.n_train=${N_TRAIN:-256}" synth.n_val=128 synth.n_test=160 synth.image_size=40 synth.workers=2)
   TRAIN_CFGS=(--config params.yaml --config configs/paper.yaml --config configs/smoke.yaml)
   TRAIN_OVR=(data.cache_image_size=36 "data.max_pairs={train: 256, val: 128}" train.epochs=1
              train.batch_size=32 data.num_workers=2 train.device=cpu "train.freeze_image_epochs=${FREEZE:-0}"
@@ -59,7 +59,7 @@ else
   BENCH_ARGS=(--config paper --batch 128 --bf16 --steps "${BENCH_STEPS:-8}" --warmup 3 --device cuda
               --compile "${COMPILE:-both}" --compile-backend "${COMPILE_BACKEND:-inductor}"
               --recompile-limit "${RECOMPILE_LIMIT:-4}")
-  SYNTH_ARGS=(--n-train "${N_TRAIN:-2560}" --n-val 512 --n-test 128 --image-size 256 --workers "$(nproc)")
+  SYNTH_ARGS=("synth.n_train=${N_TRAIN:-2560}" synth.n_val=512 synth.n_test=128 synth.image_size=256 "synth.workers=$(nproc)")
   TRAIN_CFGS=(--config params.yaml --config configs/paper.yaml)
   TRAIN_OVR=(data.cache_image_size=256 "data.max_pairs={train: 2560, val: 512}" train.epochs=2
              train.batch_size=128 data.num_workers=8 train.device=cuda "train.freeze_image_epochs=${FREEZE:-1}"

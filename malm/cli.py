@@ -33,24 +33,6 @@ def config_help(cfg: Any = None, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field`` option per dataclass field, typed from its default, help from its metadata."""
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        opt = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata.get('help', '')} (default: {default})"
-        if isinstance(default, bool):
-            parser.add_argument(opt, dest=f.name, default=default, action=argparse.BooleanOptionalAction,
-                                help=helptext)
-        else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(opt, dest=f.name, default=default, type=kind, help=helptext)
-
-
-def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
 def build_config(args: argparse.Namespace) -> C.Config:
     """--config files (params.yaml) <- variant overlay <- variant_overrides <- key=value overrides."""
     from malm import variants
@@ -62,20 +44,39 @@ def build_config(args: argparse.Namespace) -> C.Config:
     return variants.resolve_from_files(args.variant, getattr(args, "config", None) or [], overrides)
 
 
-def build_base_config(args: argparse.Namespace) -> C.Config:
+def build_base_config(args: argparse.Namespace, sections: Sequence[str] | None = None,
+                      hint: str = "") -> C.Config:
     """--config files <- key=value overrides, no variant: for commands whose config does not depend
-    on it (data prepare, pretrain), so a variant edit does not make DVC rebuild their outputs."""
-    return C.from_files(getattr(args, "config", None) or [], C.parse_overrides(getattr(args, "overrides", None) or []))
+    on it (data prepare, pretrain, data synth, evaluate, grounding), so a variant edit does not make
+    DVC rebuild their outputs. ``sections``: the only sections the command reads; an override of
+    another one is refused (it would be silently ignored), ``hint`` added to a non KEY=VALUE item."""
+    items = getattr(args, "overrides", None) or []
+    for item in items:
+        if "=" not in item:
+            raise C.ConfigError(f"'{item}' is not a KEY=VALUE override{hint}")
+    if sections is not None:
+        other = [i.split("=", 1)[0] for i in items if i.split("=", 1)[0].split(".")[0] not in sections]
+        if other:
+            raise C.ConfigError(f"`malm {args.command_name}` reads only the "
+                                f"{', '.join(s + '.*' for s in sections)} config keys; "
+                                f"got {', '.join(other)}")
+    return C.from_files(getattr(args, "config", None) or [], C.parse_overrides(items))
 
 
-def _add_config_args(p: argparse.ArgumentParser, variant: bool = True) -> None:
+def _add_config_args(p: argparse.ArgumentParser, variant: bool = True, keys: str = "") -> None:
     if variant:
         p.add_argument("--variant", default="malm", help="Registered variant name (see `malm variants`).")
     p.add_argument("--config", action="append", metavar="YAML",
                    help="Config overlay file(s) applied in order, e.g. params.yaml or configs/paper.yaml.")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="Dotted config overrides, e.g. train.epochs=3 model.mask.ratio=0.5 "
-                        "(all keys listed below).")
+                   help=f"Dotted config overrides{keys or ', e.g. train.epochs=3 model.mask.ratio=0.5'} "
+                        "(all keys listed below), applied after the --config files.")
+
+
+def section_help(*sections: str) -> str:
+    """``config_help`` of the named top-level sections only (``section.key=DEFAULT  help`` lines)."""
+    cfg = C.Config()
+    return "\n".join(config_help(getattr(cfg, s), f"{s}.") for s in sections)
 
 
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +91,7 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from malm.synth.write import generate
 
-    cfg = dataclass_from_args(C.SynthConfig, args)
+    cfg = build_base_config(args, ("synth",)).synth
     summary = generate(args.out, cfg, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -112,7 +113,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         from malm.synth.write import generate
 
         generate(cfg.data.root, cfg.synth, progress=True)
-    path = prepare(cfg.data, progress=True)
+    path = prepare(cfg.data, progress=True, crop_size=cfg.model.image.img_size)
     print(path)
     return 0
 
@@ -156,41 +157,41 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.out_dir:  # every protocol x bag of the config's `eval` section
-        from malm.launch.stage import run_stage
+    cfg = build_base_config(args, ("eval", "slurm"),
+                            hint=" (the embeddings file is given as --emb PATH)")
+    from malm.launch.stage import evaluate_bags, run_stage
 
-        from malm import variants
-
-        cfg = variants.resolve_from_files("malm", args.config or [], {"eval": {"seed": args.seed}})
+    if args.out_dir:  # every protocol x bag of `eval`, one JSON each
         for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir,
                               run_dir=args.run_dir):
             print(path)
         return 0
     if args.run_dir:
-        raise ValueError("--run-dir (re-ranking) needs --out-dir (the config-driven mode)")
-    from malm.eval.embeddings import load_embeddings
-    from malm.eval.protocol import evaluate
+        raise ValueError("--run-dir (re-ranking) needs --out-dir")
+    n = len(cfg.eval.protocols) * len(cfg.eval.bags)
+    if args.out and n != 1:
+        raise C.ConfigError(f"--out holds one result, but eval.protocols x eval.bags gives {n}: pick "
+                            "one, e.g. eval.protocols=[tfood] eval.bags=[[1000,10]], or write every "
+                            "one with --out-dir DIR")
+    from malm.io import atomic_write_json
 
-    image, recipe, ids = load_embeddings(args.emb)
-    result = evaluate(image, recipe, ids, protocol=args.protocol, bag_size=args.bag_size,
-                      n_bags=args.n_bags, seed=args.seed)
-    result["embeddings"] = str(args.emb)
-    if args.out:
-        from malm.io import atomic_write_json
-
-        atomic_write_json(args.out, result)
-    summary = {d: {k: round(v["mean"], 2) for k, v in result[d].items()} for d in ("img2rec", "rec2img")}
-    print(f"protocol={args.protocol} bag={args.bag_size} x{args.n_bags}: {json.dumps(summary)}")
+    for result, (protocol, bag_size, n_bags) in evaluate_bags(args.emb, cfg.eval):
+        if args.out:
+            atomic_write_json(args.out, result)
+        summary = {d: {k: round(v["mean"], 2) for k, v in result[d].items()} for d in ("img2rec", "rec2img")}
+        print(f"protocol={protocol} bag={bag_size} x{n_bags}: {json.dumps(summary)}")
     return 0
 
 
 def cmd_grounding(args: argparse.Namespace) -> int:
     from malm.eval.grounding import run_grounding
 
-    res = run_grounding(args.run_dir, args.truth, args.out, args.figure, split=args.split,
-                        limit=args.limit, rule=args.rule, min_visible=args.min_visible,
-                        checkpoint=args.checkpoint, batch_size=args.batch_size,
-                        n_examples=args.examples, device=args.device, progress=not args.quiet)
+    cfg = build_base_config(args, ("grounding",))
+    g = cfg.grounding
+    res = run_grounding(args.run_dir, args.truth, args.out, args.figure, split=g.split or cfg.eval.split,
+                        limit=g.pairs, rule=g.rule, min_visible=g.min_visible,
+                        checkpoint=g.checkpoint, batch_size=g.batch_size,
+                        n_examples=g.examples, device=g.device, progress=not args.quiet)
     if not res["has_matching"]:
         print(f"grounding: {res['reason']}" + (f" (recorded in {args.out})" if args.out else ""))
         return 0
@@ -207,7 +208,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     order = args.order
     if order is None and args.config:
-        order = (C.load_yaml(args.config[-1]).get("pipeline") or {}).get("variants")
+        order = list(C.from_files(args.config).pipeline.variants) or None
     written = build_tables(args.results, args.out, args.figures, args.metrics, runs_dir=args.runs,
                            dataset=args.dataset, order=order, grounding_dir=args.grounding)
     for name, path in written.items():
@@ -264,12 +265,17 @@ def make_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("synth", formatter_class=fmt,
                         help="Write the synthetic dataset in Recipe1M's exact file format.",
                         description="Write a deterministic synthetic dataset in Recipe1M's file format "
-                                    "(layer1.json, layer2.json, det_ingrs.json, images, synth_truth.json). "
-                                    "Size and difficulty knobs below.")
+                                    "(layer1.json, layer2.json, det_ingrs.json, images, synth_truth.json) "
+                                    "from the `synth` section of the --config files and synth.* "
+                                    "overrides, e.g. `malm data synth --out DIR synth.n_train=500 "
+                                    "synth.seed=3`. Size and difficulty knobs below (the generator's "
+                                    "own defaults; params.yaml's `synth` section eases them for the "
+                                    "CPU default).",
+                        epilog="Config keys:\n" + section_help("synth"))
     p.add_argument("--out", required=True, help="Output folder (the Recipe1M-format root).")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
-    add_dataclass_args(p, C.SynthConfig)
-    p.set_defaults(func=cmd_data_synth)
+    _add_config_args(p, variant=False, keys=" of the synth section, e.g. synth.n_train=500 synth.seed=3")
+    p.set_defaults(func=cmd_data_synth, command_name="data synth")
 
     p = dsub.add_parser("check", help="Validate a Recipe1M-format root and count recipes/images/pairs.",
                         description="Validate a Recipe1M-format root (real or synthetic) and report per "
@@ -329,26 +335,25 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     # evaluate
-    p = sub.add_parser("evaluate", help="Recipe1M retrieval metrics (medR, R@1/5/10, both directions).",
+    p = sub.add_parser("evaluate", formatter_class=fmt,
+                       help="Recipe1M retrieval metrics (medR, R@1/5/10, both directions).",
                        description="Evaluate EMB.npz (arrays image [N,D], recipe [N,D], ids [N]) with "
                                    "the Recipe1M protocol: cosine similarity, 1-based ranks, mean/std over "
-                                   "bags. With --out-dir and --run-dir, also T-Food's test-time reading: "
-                                   "each query's top eval.rerank_k (10) re-ranked by the run's matching "
-                                   "module, written as protocol <protocol>+rerank<k>.")
-    p.add_argument("emb", help="Embeddings .npz.")
-    p.add_argument("--protocol", choices=["tfood", "ht"], default="tfood",
-                   help="tfood: consecutive bags in file order (T-Food/MALM). ht: H-T's random subsets of "
-                        "the id-sorted rows, Python random seeded once with --seed.")
-    p.add_argument("--bag-size", type=int, default=1000, help="Pairs per bag (1000 or 10000).")
-    p.add_argument("--n-bags", type=int, default=10, help="Number of bags (10 for 1k, 5 for 10k).")
-    p.add_argument("--seed", type=int, default=1234, help="Seed of the ht protocol (H-T: 1234).")
-    p.add_argument("--out", default=None, help="Write the metrics JSON here (atomically).")
-    p.add_argument("--out-dir", default=None,
-                   help="Config-driven mode: evaluate every protocol x bag of the `eval` config section "
-                        "(from --config files) into OUT_DIR/<protocol>_<bag>.json (and, with --run-dir, "
-                        "the re-ranked <protocol>+rerank<k>_<bag>.json).")
-    p.add_argument("--config", action="append", metavar="YAML",
-                   help="Config file(s) for --out-dir, e.g. params.yaml (its `eval` and `slurm` sections).")
+                                   "bags, for every protocol x bag of the `eval` section (--config files, "
+                                   "then eval.* overrides, e.g. eval.protocols=[ht] "
+                                   "eval.bags=[[1000,10]]). With --out-dir and --run-dir, also T-Food's "
+                                   "test-time reading: each query's top eval.rerank_k (10) re-ranked by "
+                                   "the run's matching module, written as protocol <protocol>+rerank<k>.",
+                       epilog="Config keys (and the `slurm` section for --out-dir's executor):\n"
+                              + section_help("eval"))
+    p.add_argument("--emb", required=True, metavar="EMB", help="Embeddings .npz.")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", default=None,
+                     help="Write the one result JSON here (atomically): eval.protocols x eval.bags must "
+                          "give exactly one. Without --out or --out-dir, results are printed only.")
+    out.add_argument("--out-dir", default=None,
+                     help="Write every protocol x bag of `eval` into OUT_DIR/<protocol>_<bag>.json "
+                          "(and, with --run-dir, the re-ranked <protocol>+rerank<k>_<bag>.json).")
     p.add_argument("--run-dir", default=None,
                    help="With --out-dir: the training run EMB came from. When eval.rerank_k > 0 and its "
                         "model has a matching module, each query's top k (by cosine) is re-ordered by "
@@ -356,12 +361,14 @@ def make_parser() -> argparse.ArgumentParser:
                         "-> OUT_DIR/<protocol>+rerank<k>_<bag>.json, from the checkpoint EMB records "
                         "(the split is run through the model once more for its token sets). Without "
                         "it, or for a model without a matching module, only the dual-encoder results.")
+    _add_config_args(p, variant=False, keys=" of the eval (and slurm) sections, e.g. "
+                                            "eval.protocols=[tfood] eval.bags=[[1000,10]]")
     _add_executor_args(p)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, command_name="evaluate")
 
     # grounding
     p = sub.add_parser(
-        "grounding",
+        "grounding", formatter_class=fmt,
         help="Grounding score of a trained run on the synthetic data: does psi's local attention "
              "point inside the ingredient's box?",
         description="Pointing game on the synthetic boxes (synth_truth.json). For each evaluated pair "
@@ -370,31 +377,22 @@ def make_parser() -> argparse.ArgumentParser:
                     "patches' cross-attention) on that line's recipe token: the patch with the most "
                     "weight is the pointer, a hit when it lies inside the ingredient's box. Reports "
                     "pointing accuracy against the chance rate (mean share of the patches inside the "
-                    "box). A variant without a matching module gets a note, not an error.")
+                    "box). A variant without a matching module gets a note, not an error. Settings: "
+                    "the `grounding` section of the --config files, then grounding.* overrides, e.g. "
+                    "`malm grounding --run-dir R --config params.yaml grounding.pairs=64`.",
+        epilog="Config keys:\n" + section_help("grounding"))
     p.add_argument("--run-dir", required=True, help="A trained run directory (config.yaml + checkpoint).")
     p.add_argument("--truth", default=None,
                    help="synth_truth.json of the run's data (det_ingrs.json must sit beside it). "
                         "Default: <data.root>/synth_truth.json of the run's config.")
     p.add_argument("--out", default=None, help="Write the result JSON here (atomically).")
     p.add_argument("--figure", default=None,
-                   help="Write a PNG with a few test images, their boxes and the attention maps.")
-    p.add_argument("--limit", type=int, default=None,
-                   help="Score only the first N pairs of the split (recipe id order). Default: all.")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="Split to score.")
-    p.add_argument("--rule", default="centre", choices=["centre", "overlap"],
-                   help="When the pointer patch counts as inside the box: centre = its centre lies in "
-                        "the box (default); overlap = it shares any area with the box. The chance rate "
-                        "follows the same rule.")
-    p.add_argument("--min-visible", type=float, default=0.0,
-                   help="Score only ingredients with at least this unoccluded fraction (truth's "
-                        "`visible`); fully hidden ones (0) are never scored.")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="Which checkpoint of the run: best (validation) or last. Default: best.")
-    p.add_argument("--batch-size", type=int, default=64, help="Pairs per forward pass.")
-    p.add_argument("--examples", type=int, default=4, help="Images drawn in --figure.")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda.")
+                   help="Write a PNG with a few test images (grounding.examples), their boxes and the "
+                        "attention maps.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
-    p.set_defaults(func=cmd_grounding)
+    _add_config_args(p, variant=False, keys=" of the grounding section, e.g. grounding.pairs=64 "
+                                            "grounding.rule=overlap")
+    p.set_defaults(func=cmd_grounding, command_name="grounding")
 
     # tables
     p = sub.add_parser("tables", help="Collect metrics JSON into tidy CSV/parquet, Markdown tables, figures.",
@@ -408,7 +406,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="results/summary.json",
                    help="Summary metrics JSON for `dvc metrics show` (variant -> metric -> mean over seeds).")
     p.add_argument("--config", action="append", metavar="YAML",
-                   help="params.yaml: variant order from pipeline.variants (unless --order).")
+                   help="Config file(s), e.g. params.yaml: the variant order is their "
+                        "pipeline.variants (unless --order).")
     p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
     p.add_argument("--order", nargs="*", default=None, help="Variant order in tables and figures.")
     p.add_argument("--grounding", default=None, metavar="DIR",
@@ -491,6 +490,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="Grid file.")
     p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
     p.set_defaults(func=cmd_grid)
+
+    # a trained model on your own photos and recipes (malm/search: imports no torch until it runs)
+    from malm.search.cli import add_index_parser, add_search_parser
+
+    add_index_parser(sub)
+    add_search_parser(sub)
     return parser
 
 

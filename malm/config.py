@@ -5,7 +5,25 @@ ablations) are YAML overlays of this tree, never copies of code. Where the MALM 
 default follows T-Food / H-T and the field's help says so (see ``shared/spec/malm.md``).
 
 Overrides are dotted ``key=value`` strings (``train.epochs=3 model.mask.ratio=0.5``); values are
-parsed as YAML, so ``null``, numbers and lists work.
+parsed as YAML, so ``null``, numbers and lists work. Every command takes them the same way:
+``--config FILE`` (repeatable) then ``KEY=VALUE`` overrides.
+
+Two sets of defaults, on purpose:
+
+* The dataclass defaults below are the *package defaults*: a small, fast model and the generator's
+  own (harder) synthetic settings, for the unit tests and ``benchmarks/bench_train_step.py --config
+  small``. They are NOT the benchmark's CPU default, and the tests and that bench rely on them: do
+  not retune them.
+* ``params.yaml`` is the *CPU default* (what ``dvc repro`` and ``malm converge`` run): it overrides
+  package defaults, each with its reason in a comment beside it; ``tests/test_config.py`` lists
+  every value it overrides with that reason and fails on an override it does not know.
+
+The sections ``pipeline`` (the variants x seeds DVC and ``malm converge`` run), ``grounding``
+(``malm grounding``) and ``converge`` (``malm converge``'s output folder) configure commands, not
+what a run computes: they are in :data:`RUNTIME_KEYS`. The one key of a params file outside the
+tree is ``variant_overrides`` (``{variant: overlay}``, read by
+:func:`malm.variants.resolve_from_files`, so that DVC tracks each variant's tweaks on their own);
+any other unknown key, at any depth, is a :class:`ConfigError` naming it.
 
 This module is the schema only, the bottom of the package's layers: each section's defaults beside
 its fields, merging, overrides and YAML files. It imports nothing from the package but the atomic
@@ -64,9 +82,6 @@ class DataConfig:
                             "or skip (drop it and count it in the cache manifest).")
     split_dir: str | None = _f(None, "Optional folder with H-T split id lists "
                                "(train.txt/val.txt/test.txt, one recipe id per line).")
-    image_size: int = _f(64, "Deprecated alias of model.image.img_size, kept so that existing params "
-                         "files load: it always takes model.image.img_size's value (a value given "
-                         "here is replaced), and the cache checks that crops of that side fit.")
     cache_image_size: int = _f(72, "Side of the pre-resized image cache (paper: 256 as H-T's "
                                "resize before the 224 random crop).")
     max_images_per_recipe: int | None = _f(None, "Cache at most this many images of a recipe (its "
@@ -367,6 +382,46 @@ class PretrainConfig:
     tau_init: float = _f(0.07, "Initial temperature of the symmetric InfoNCE (learnable, CLIP).")
 
 
+# -------------------------------------------------------------------------- command settings
+@dataclass
+class PipelineConfig:
+    """What the DVC pipeline (dvc.yaml's ``${pipeline.variants}`` x ``${pipeline.seeds}`` matrices)
+    and ``malm converge`` run, and the variant order of ``malm tables`` (section ``pipeline``)."""
+
+    variants: list = _f([], "Variants to train, embed, evaluate and tabulate, in table order "
+                        "(`malm variants` lists them); params.yaml sets the pipeline's.", items="str")
+    seeds: list = _f([], "Seeds (train.seed) run for every variant; params.yaml sets the pipeline's.",
+                     items="int")
+
+
+@dataclass
+class GroundingConfig:
+    """``malm grounding``: the pointing game on the synthetic boxes (section ``grounding``)."""
+
+    pairs: int | None = _f(None, "Score only the first N pairs of the split (recipe id order); "
+                           "null = all of them.")
+    split: str | None = _f(None, "Split to score; null = eval.split (the split the pipeline "
+                           "evaluates: test).", choices=("train", "val", "test"))
+    rule: str = _f("centre", "When the pointer patch counts as inside the box: centre = its centre "
+                   "lies in the box; overlap = it shares any area with the box. The chance rate "
+                   "follows the same rule.", choices=("centre", "overlap"))
+    min_visible: float = _f(0.0, "Score only ingredients with at least this unoccluded fraction "
+                            "(the truth's `visible`); fully hidden ones (0) are never scored.")
+    checkpoint: str = _f("best", "Which checkpoint of the run: best (validation) or last.",
+                         choices=("best", "last"))
+    batch_size: int = _f(64, "Pairs per forward pass.")
+    examples: int = _f(4, "Images drawn in the --figure PNG.")
+    device: str = _f("auto", "auto, cpu or cuda.")
+
+
+@dataclass
+class ConvergeConfig:
+    """``malm converge``, the converge profile (section ``converge``)."""
+
+    out: str = _f("converge", "Output folder of the profile (runs/, embeddings/, metrics/, tables/, "
+                  "figures/, converge.json/.md); `malm converge --out` overrides it.")
+
+
 # ----------------------------------------------------------------------------------------- slurm
 @dataclass
 class SlurmConfig:
@@ -407,12 +462,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)              # malm.eval, malm.launch
     slurm: SlurmConfig = field(default_factory=SlurmConfig)           # malm.launch
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # malm.train.pretrain
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # dvc.yaml, malm.launch
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)  # malm.cli (grounding)
+    converge: ConvergeConfig = field(default_factory=ConvergeConfig)  # malm.launch.converge
     variant: str = _f("malm", "Name of the variant this config was built for.")
-
-    def __post_init__(self) -> None:
-        # data.image_size is a deprecated alias: the model's input side is the one source of truth
-        if self.data.image_size != self.model.image.img_size:
-            self.data = dataclasses.replace(self.data, image_size=self.model.image.img_size)
 
 
 # -------------------------------------------------------------------------------------- helpers
@@ -424,6 +477,15 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Keys removed from the tree, with what to use instead. A config file or override that sets one
+# fails with this message; a stored config (a run's config.yaml, a checkpoint) drops it on load
+# (:func:`from_dict`), so runs made before the removal still load and compare.
+REMOVED_KEYS = {
+    "data.image_size": "it was a dead alias of the model's input side: set model.image.img_size "
+                       "instead (the crop side every loader uses)",
+}
+
+
 def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
     """Return a copy of dataclass ``cfg`` with the nested mapping ``overlay`` applied (typed)."""
     known = {f.name: f for f in fields(cfg)}
@@ -431,6 +493,8 @@ def merge(cfg: Any, overlay: Mapping[str, Any], where: str = "") -> Any:
     for key, value in overlay.items():
         path = f"{where}{key}"
         if key not in known:
+            if path in REMOVED_KEYS:
+                raise ConfigError(f"config key '{path}' was removed: {REMOVED_KEYS[path]}")
             raise ConfigError(f"unknown config key '{path}' (known: {', '.join(sorted(known))})")
         current = getattr(cfg, key)
         if is_dataclass(current):
@@ -565,8 +629,12 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 # Keys that change how a run executes, not what it computes: a checkpoint may resume under new values.
-RUNTIME_KEYS = ("slurm", "eval", "pretrain", "data.num_workers", "train.device", "train.threads", "train.log_every",
-                "train.compile", "train.log_grad_norms")
+# pipeline / grounding / converge configure the commands around a run (which runs, the pointing
+# game after it, where the converge profile writes): runs stored before these sections existed (no
+# such keys in their config.yaml) compare equal to the same run resolved now.
+RUNTIME_KEYS = ("slurm", "eval", "pretrain", "pipeline", "grounding", "converge", "data.num_workers",
+                "train.device", "train.threads", "train.log_every", "train.compile",
+                "train.log_grad_norms")
 
 
 def identity(cfg: Config) -> dict:
@@ -581,26 +649,68 @@ def identity(cfg: Config) -> dict:
     return d
 
 
-def config_sections(params: Mapping[str, Any]) -> dict:
-    """The part of a params file that is config (params.yaml also holds ``pipeline``,
-    ``variant_overrides``, ...)."""
+# The one key of a params file outside the tree: ``variant_overrides.<variant>`` (an overlay per
+# variant, applied by malm.variants.resolve_from_files after the variant's own overlay).
+NON_TREE_KEYS = ("variant_overrides",)
+
+
+def config_sections(params: Mapping[str, Any], source: str | os.PathLike = "") -> dict:
+    """The part of a params file that is config: every key but NON_TREE_KEYS (``variant_overrides``).
+    Any other top-level key that is not a section of :class:`Config` is a ConfigError naming it
+    (and ``source``, the file)."""
     names = {f.name for f in dataclasses.fields(Config)}
+    for key in params:
+        if key not in names and key not in NON_TREE_KEYS:
+            where = f" in {source}" if source else ""
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"config key '{key}'{where} was removed: {REMOVED_KEYS[key]}")
+            raise ConfigError(f"unknown config key '{key}'{where} (known: "
+                              f"{', '.join(sorted(names | set(NON_TREE_KEYS)))})")
     return {k: v for k, v in params.items() if k in names}
 
 
+def merge_file(cfg: Config, params: Mapping[str, Any], path: str | os.PathLike) -> Config:
+    """``cfg`` <- the config sections of the params file ``path`` (read as ``params``); an error
+    names the file."""
+    try:
+        return merge(cfg, config_sections(params))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def from_files(config_files: Iterable[str | os.PathLike] = (), *overlays: Mapping[str, Any]) -> Config:
-    """Defaults <- config files <- ``overlays``, with no variant: for the stages whose config does
-    not depend on the variant (``data prepare``, ``pretrain``)."""
+    """Defaults <- config files <- ``overlays``, with no variant: for the commands whose config does
+    not depend on the variant (``data prepare``, ``data synth``, ``pretrain``, ``evaluate``,
+    ``grounding``, ``tables``, the profile settings of ``converge``)."""
     cfg = Config()
     for path in config_files:
-        cfg = merge(cfg, config_sections(load_yaml(path)))
+        cfg = merge_file(cfg, load_yaml(path), path)
     for overlay in overlays:
         cfg = merge(cfg, overlay)
     return cfg
 
 
+def _drop_removed(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``d`` without the REMOVED_KEYS it holds, copying only the branches it changes (``d`` itself is
+    left as it is). Legacy: a config stored before a key was removed (data.image_size is in every
+    run made before it went) must still load, and compare equal to the same run resolved now."""
+    def without(node: Mapping[str, Any], path: list[str]) -> Mapping[str, Any]:
+        head, *rest = path
+        if not isinstance(node, Mapping) or head not in node:
+            return node
+        if not rest:
+            return {k: v for k, v in node.items() if k != head}
+        return {**node, head: without(node[head], rest)}
+
+    for dotted in REMOVED_KEYS:
+        d = without(d, dotted.split("."))
+    return d
+
+
 def from_dict(d: Mapping[str, Any]) -> Config:
-    return merge(Config(), d)
+    """A stored config (a run's config.yaml, a checkpoint's, a submitted job's) -> Config; keys
+    removed from the tree since it was stored are dropped (:data:`REMOVED_KEYS`)."""
+    return merge(Config(), _drop_removed(d))
 
 
 def save(cfg: Any, path: str | os.PathLike) -> None:
@@ -609,5 +719,5 @@ def save(cfg: Any, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> Config:
+    """A stored config.yaml -> Config (old ones too: see :func:`from_dict`)."""
     return from_dict(load_yaml(path))
-

@@ -85,6 +85,6 @@ STANDARD_MISSING = {"0000060000.jpg"}   # recipe 6 (train): listed, absent on di
 
 def data_config(root: Path, cache: Path, **kw: Any) -> DataConfig:
     base = dict(root=str(root), cache_dir=str(cache), min_word_count=1, cache_image_size=24,
-                image_size=16, num_workers=1)
+                num_workers=1)
     base.update(kw)
     return DataConfig(**base)

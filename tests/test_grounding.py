@@ -167,7 +167,7 @@ def test_smoke_run_end_to_end(tmp_path, tiny_data):
     out, fig = tmp_path / "grounding.json", tmp_path / "grounding.png"
     truth = f"{tiny_data['data.root']}/synth_truth.json"
     assert main(["grounding", "--run-dir", str(run_dir), "--truth", truth, "--out", str(out),
-                 "--figure", str(fig), "--limit", "64", "--examples", "3", "--quiet"]) == 0
+                 "--figure", str(fig), "--quiet", "grounding.pairs=64", "grounding.examples=3"]) == 0
     res = json.loads(out.read_text())
     assert res["has_matching"] and res["variant"] == "malm" and res["split"] == "test"
     assert 0.0 <= res["accuracy"] <= 1.0 and 0.0 < res["chance"] <= 1.0

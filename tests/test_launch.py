@@ -12,7 +12,7 @@ from submitit.slurm.slurm import _make_sbatch_string
 import slurm_jobs
 from malm.config import SlurmConfig
 from malm.launch.submit import (Checkpointable, JobFailed, executor_params, make_executor,
-                                signal_delay_s, submit_and_wait, submit_array, wait_for)
+                                signal_delay_s, submit, submit_and_wait, submit_array, wait_for)
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -24,11 +24,34 @@ def job_pythonpath(monkeypatch):
         p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p))
 
 
-@pytest.mark.parametrize("name", ["slurm", "local", "debug"])
-def test_executor_is_the_one_configured(tmp_path, name):
-    executor = make_executor(SlurmConfig(executor=name), tmp_path)
-    assert isinstance(executor, submitit.AutoExecutor)
-    assert executor.cluster == name
+def test_executor_is_the_one_configured_never_auto_detected(tmp_path, monkeypatch):
+    """Where a job runs follows slurm.executor, never submitit's auto-detection (which picks Slurm
+    whenever srun is on PATH): with stand-in srun/sbatch first on PATH, `debug` runs the job in this
+    process, `local` in a child process, and only `slurm` hands it to sbatch, with the config's
+    resources in the batch script."""
+    bin_dir, script = tmp_path / "bin", tmp_path / "sbatch_script"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" "{script}"\necho "Submitted batch job 4242"\n')
+    for name in ("srun", "sacct", "squeue", "scancel"):  # nothing reaches a real cluster
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    me = os.getpid()
+    # timeout_s: a job that went to the stand-in sbatch instead would never end
+    assert submit_and_wait(os.getpid, cfg=SlurmConfig(executor="debug"), folder=tmp_path / "debug",
+                           poll_s=0.2, timeout_s=20) == me
+    child = submit_and_wait(os.getpid, cfg=SlurmConfig(executor="local", timeout_min=1),
+                            folder=tmp_path / "local", poll_s=0.2, timeout_s=60)
+    assert isinstance(child, int) and child != me
+    assert not script.exists(), "a debug/local job went to sbatch"
+
+    job = submit(slurm_jobs.add, 2, 3, cfg=SlurmConfig(executor="slurm", timeout_min=7, mem_gb=1.0),
+                 folder=tmp_path / "slurm", name="unit")
+    assert isinstance(job, submitit.SlurmJob) and job.job_id == "4242"
+    text = script.read_text()
+    assert "#SBATCH --time=7" in text and "#SBATCH --mem=1GB" in text and "#SBATCH --job-name=unit" in text
 
 
 def test_unknown_executor_is_refused(tmp_path):
@@ -103,6 +126,33 @@ def test_checkpoint_resubmits_itself_with_its_arguments(tmp_path):
     assert delayed.function is counter and delayed.args == ("a",) and delayed.kwargs == {"k": 1}
     assert isinstance(counter, Checkpointable)
     assert counter()["count"] == 2 and counter()["starts"] == [0, 2]  # resumes from its file
+
+
+def test_training_stage_job_requeues_itself_with_its_arguments(tmp_path, monkeypatch):
+    """What a requeued training job relies on, without a cluster (on the cluster: the slow
+    test_slurm_pipeline.py::test_training_job_requeues_at_its_time_limit_and_resumes): `run_stage`
+    submits the train stage as a Checkpointable job, and the submission its checkpoint() returns,
+    pickled as submitit pickles it for the requeue, runs the same stage on the same config and run
+    directory (the trainer then resumes there: test_train.py::test_a_run_killed_mid_epoch_resumes_bit_for_bit)."""
+    import cloudpickle
+
+    from malm import config as C
+    from malm.launch.stage import StageJob, run_stage
+
+    submitted = []
+    monkeypatch.setattr("malm.launch.submit.submit_and_wait",
+                        lambda fn, *args, cfg, **kw: submitted.append((fn, args, cfg)) or "done")
+    cfg = C.merge(C.Config(), {"variant": "baseline", "slurm": {"max_requeues": 3}})
+    run_dir = str(tmp_path / "run")
+    assert run_stage("train", cfg, executor="slurm", run_dir=run_dir) == "done"
+    [(job, args, slurm)] = submitted
+    assert isinstance(job, StageJob) and isinstance(job, Checkpointable) and job.stage == "train"
+    assert slurm.executor == "slurm" and slurm.max_requeues == 3
+    assert C.from_dict(args[0]) == cfg and args[1]["run_dir"] == run_dir
+    again = cloudpickle.loads(cloudpickle.dumps(job.checkpoint(*args)))
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, StageJob) and again.function.stage == "train"
+    assert again.args == args and again.kwargs == {}
 
 
 def test_grid_seed_subset_is_checked_before_submitting(tmp_path):

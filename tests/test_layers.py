@@ -26,6 +26,7 @@ LAYERS = [
     ("malm.train",),
     ("malm.report",),
     ("malm.launch",),
+    ("malm.search",),
     ("malm.cli",),
 ]
 # the package root holds the version only: any module may import it

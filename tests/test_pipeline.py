@@ -90,6 +90,32 @@ def code_deps(repo: Path) -> dict[str, list[str]]:
     return {name: [d for d in st.get("deps", []) if d.startswith("malm")] for name, st in stages.items()}
 
 
+def check_dvc_metrics(repo: Path) -> None:
+    """`dvc metrics show` reports the tables stage's summary.json: for each variant of the pipeline,
+    every protocol x bag x direction x metric of params.yaml's eval section (the smoke profile's
+    bags, 100 and 50), sane values, and the re-ranked reading only for the variant with a matching
+    module; the pretrain stage's metrics beside it."""
+    import json
+
+    from malm.eval.names import bag_label
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    shown = json.loads(sh([DVC, "metrics", "show", "--json"], repo).stdout)[""]["data"]
+    assert {"results/summary.json", "data/pretrain/pretrain.json"} <= set(shown), sorted(shown)
+    summary = shown["results/summary.json"]["data"]
+    assert summary == json.loads((repo / "results/summary.json").read_text())
+    assert set(summary) == set(params["pipeline"]["variants"]), sorted(summary)
+    expected = {f"{p}_{bag_label(b)}/{d}/{m}" for p in params["eval"]["protocols"]
+                for b, _ in params["eval"]["bags"] for d in ("img2rec", "rec2img")
+                for m in ("R@1", "R@5", "R@10", "medR")}
+    assert len(expected) == 2 * 2 * 2 * 4  # tfood, ht x bags 100, 50
+    for variant, values in summary.items():
+        assert expected <= set(values), (variant, sorted(expected - set(values)))
+        for key, v in values.items():
+            assert (v >= 1.0) if key.endswith("/medR") else (0.0 <= v <= 100.0), (variant, key, v)
+    assert any("+rerank" in k for k in summary["malm"]) and not any("+rerank" in k for k in summary["baseline"])
+
+
 def test_dvc_repro_smoke(repo, tmp_path):
     trace = tmp_path / "trace"
     trace.mkdir()
@@ -112,8 +138,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["epochs"] == 2  # provenance
     assert any(o["path"] == "data/pretrain/image_encoder.pt" for o in lock["pretrain"]["outs"])
     assert any(d["path"] == "data/pretrain/image_encoder.pt" for d in lock["train@malm-0"]["deps"])
-    metrics = sh([DVC, "metrics", "show", "--json"], repo).stdout
-    assert "tfood_1k" not in metrics or "img2rec" in metrics
+    check_dvc_metrics(repo)
 
     # every stage depends on all the package code it read (traced at run time)
     read, deps = stage_code_read(trace, repo), code_deps(repo)

@@ -355,8 +355,8 @@ def test_evaluate_with_run_dir_writes_the_reranked_results(trained, caplog):
     root, runs = trained
     out = root / "metrics" / "malm" / "seed0"
     with caplog.at_level(logging.INFO):
-        assert main(["evaluate", str(root / "malm.npz"), "--config", str(SMOKE), "--out-dir", str(out),
-                     "--run-dir", str(runs["malm"])]) == 0
+        assert main(["evaluate", "--emb", str(root / "malm.npz"), "--config", str(SMOKE),
+                     "--out-dir", str(out), "--run-dir", str(runs["malm"])]) == 0
     names = sorted(p.name for p in out.glob("*.json"))
     assert names == sorted(f"{p}_{b}.json" for p in ("tfood", "ht", "tfood+rerank10", "ht+rerank10")
                            for b in ("100", "50"))
@@ -391,14 +391,14 @@ def test_evaluate_without_run_dir_or_matching_module_writes_dual_results_only(tr
     root, runs = trained
     plain = root / "plain"
     with caplog.at_level(logging.INFO):
-        assert main(["evaluate", str(root / "malm.npz"), "--config", str(SMOKE),
+        assert main(["evaluate", "--emb", str(root / "malm.npz"), "--config", str(SMOKE),
                      "--out-dir", str(plain)]) == 0
     assert not list(plain.glob("*rerank*")) and len(list(plain.glob("*.json"))) == 4
     assert any("no --run-dir" in r.getMessage() for r in caplog.records)
     caplog.clear()
     base = root / "base"
     with caplog.at_level(logging.INFO):
-        assert main(["evaluate", str(root / "baseline.npz"), "--config", str(SMOKE),
+        assert main(["evaluate", "--emb", str(root / "baseline.npz"), "--config", str(SMOKE),
                      "--out-dir", str(base), "--run-dir", str(runs["baseline"])]) == 0
     assert not list(base.glob("*rerank*")) and len(list(base.glob("*.json"))) == 4
     assert any("has no matching module" in r.getMessage() for r in caplog.records)

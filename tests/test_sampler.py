@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from malm.data.sampler import TripletClassifBatchSampler, semantic_positive_fraction
+from malm.data.sampler import TripletClassifBatchSampler
+from malm.losses.triplet import semantic_positive_fraction
 
 
 def make_classes(seed: int = 0) -> np.ndarray:

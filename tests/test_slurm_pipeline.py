@@ -80,6 +80,15 @@ def test_grid_array_status_resubmit_collect(tmp_path, tiny_data):
     assert Path(tmp_path / "out" / "tables" / "tables.md").read_text().count("MALM r=0.5") >= 1
 
 
+# slow (minutes: 60 epochs under a 1-minute limit); make test keeps its parts covered by cheaper tests:
+# Slurm's USR2 + requeue + resume of a Checkpointable job, same job id:
+#   test_slurm.py::test_checkpointable_job_requeues_and_resumes;
+# the train stage submitted as that kind of job, resubmitted with its config and run dir:
+#   test_launch.py::test_training_stage_job_requeues_itself_with_its_arguments;
+# the trainer resuming a run cut mid-epoch in its run dir, starts.json with SLURM_RESTART_COUNT:
+#   test_train.py::test_a_run_killed_mid_epoch_resumes_bit_for_bit;
+# `malm train --executor slurm` as a real job: test_train_stage_as_slurm_job.
+@pytest.mark.slow
 def test_training_job_requeues_at_its_time_limit_and_resumes(tmp_path, tiny_data):
     """`malm train --executor slurm` with a 1-minute limit and more than a minute of work: Slurm
     signals the job, submitit requeues it (same job id) and the trainer resumes from its last

@@ -29,7 +29,7 @@ SYNTH_CLI = ("import pathlib, sys, malm.synth; malm.synth.DATA_DIR = pathlib.Pat
 
 
 def malm_data_synth(data_dir: Path, out: Path) -> dict:
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
+    flags = [f"synth.{k}={v}" for k, v in SMALL.items()]
     p = subprocess.run([sys.executable, "-c", SYNTH_CLI, str(data_dir), "data", "synth", "--out", str(out),
                         "--quiet", *flags], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -61,7 +61,7 @@ def test_one_epoch_end_to_end(tmp_path, tiny_data):
     assert np.array_equal(np.load(last)["image"], z["image"])  # one epoch: best is last
 
     out = tmp_path / "metrics" / "malm" / "seed0"
-    p = run(["evaluate", str(emb), "--config", str(SMOKE), "--out-dir", str(out)])
+    p = run(["evaluate", "--emb", str(emb), "--config", str(SMOKE), "--out-dir", str(out)])
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "ht_50.json").read_text())
     assert res["protocol"] == "ht" and res["bag_size"] == 50 and res["n_bags"] == 3
@@ -151,6 +151,9 @@ def _epochs_done(run_dir: Path) -> int:
         return 0
 
 
+# slow: test_a_run_killed_mid_epoch_resumes_bit_for_bit (in-process, make test) covers the same
+# resume contract (death mid-epoch 2, resume from epoch 1's checkpoint, equal weights and history)
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data):
     extra = {"train.epochs": 3}
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
@@ -187,15 +190,131 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_
 
 
 @pytest.mark.parametrize("variant", ["baseline", "no_mask", "mask_both"])
-def test_variants_train_through_cli(tmp_path, tiny_data, variant):
-    p = run(train_args(tmp_path / variant, tiny_data, variant=variant, **{"train.epochs": 1}))
-    assert p.returncode == 0, p.stderr[-3000:]
-    hist = json.loads((tmp_path / variant / "history.json").read_text())[0]
-    losses = {k for k in hist if k.endswith("_loss")}
-    expected = {"baseline": {"train/itc_loss"},
-                "no_mask": {"train/itc_loss", "train/gc_loss", "train/lc_loss"},
-                "mask_both": {"train/itc_loss", "train/gc_loss", "train/lc_loss", "train/dist_loss"}}
-    assert losses == expected[variant]
+def test_variants_resolve_to_their_loss_terms(variant):
+    """The variant's config as `malm train --config smoke.yaml --variant V` resolves it, and the loss
+    terms the model and criterion built from it compute on one batch (what the trainer logs as
+    train/<term>, test_one_epoch_end_to_end). In-process: this used to train each variant through
+    the CLI; mask_both really trains in test_a_run_killed_mid_epoch_resumes_bit_for_bit."""
+    from malm.cli import build_config, make_parser
+    from malm.losses import MALMCriterion
+    from malm.models import build_model
+    from test_models import VOCAB, make_batch
+
+    cfg = build_config(make_parser().parse_args(["train", "--config", str(SMOKE), "--variant", variant,
+                                                 "--run-dir", "unused"]))
+    assert cfg.variant == variant and cfg.model.image.embed_dim == 48  # the smoke profile's model
+    expected = {"baseline": {"itc_loss"}, "no_mask": {"itc_loss", "gc_loss", "lc_loss"},
+                "mask_both": {"itc_loss", "gc_loss", "lc_loss", "dist_loss"}}[variant]
+    assert (cfg.model.mask.ratio > 0) == (variant == "mask_both")
+    assert cfg.model.mask.recipe_ratio == (0.75 if variant == "mask_both" else 0.0)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.loss, VOCAB).train()
+    batch = make_batch(cfg)
+    logs = MALMCriterion(cfg.loss, distill_beta=cfg.model.distill.beta)(
+        model(batch, generator=torch.Generator().manual_seed(0)), batch, 0)
+    assert {k for k in logs if k.endswith("_loss")} == expected
+    assert all(torch.isfinite(logs[k]) and logs[k] > 0 for k in expected)
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in the in-process resume test: nothing after it runs."""
+
+
+def smoke_cfg(tiny_data: dict, variant: str, **train):
+    """The config `train_args` gives the CLI, built in-process."""
+    from malm import variants
+
+    data = {k.split(".", 1)[1]: yaml.safe_load(v) for k, v in tiny_data.items()}
+    return variants.resolve_from_files(variant, [SMOKE], {"data": data},
+                                       {"train": {"threads": 1, **train}})
+
+
+def test_a_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path, tiny_data, monkeypatch, restore_threads):
+    """In-process version of the SIGKILL test, as a Slurm requeue sees it: mask_both (every loss
+    term, hard-negative streams, EMA teacher, image and recipe masks) for 2 epochs dies at the third
+    step of epoch 2 (nothing written since epoch 1's checkpoint), starts again in the same run
+    directory with the requeue's SLURM_RESTART_COUNT, resumes at epoch 1 and ends with the
+    uninterrupted run's weights, optimizer state, history and metrics, bit for bit."""
+    from malm.models.malm import MALM
+    from malm.train.trainer import train
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    cfg = smoke_cfg(tiny_data, "mask_both", epochs=2)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    train(cfg, ref, progress=False)
+
+    real_forward, steps = MALM.forward, []
+
+    def dying_forward(self, *args, **kwargs):
+        if self.training and _epochs_done(killed) == 1:
+            steps.append(1)
+            if len(steps) == 3:
+                raise Killed
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MALM, "forward", dying_forward)
+    with pytest.raises(Killed):
+        train(cfg, killed, progress=False)
+    monkeypatch.setattr(MALM, "forward", real_forward)
+    state = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and not state["finished"]
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the requeued job
+    got = train(cfg, killed, progress=False)
+    starts = json.loads((killed / "starts.json").read_text())
+    assert [(s["start_epoch"], s["slurm_restart_count"], s["slurm_job_id"]) for s in starts] == [
+        (0, 0, "4242"), (1, 1, "4242")]
+    want = json.loads((ref / "metrics.json").read_text())
+    got = json.loads(json.dumps(got))
+    assert {k: v for k, v in got.items() if k != "wall_s"} == {k: v for k, v in want.items() if k != "wall_s"}
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert b["finished"] and changed(a["model"], b["model"]) == []
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert opt_a.keys() == opt_b.keys() and all(
+        torch.equal(opt_a[i][k], opt_b[i][k]) for i in opt_a for k in opt_a[i])
+    assert a["scheduler"] == b["scheduler"]
+    timing = ("train/samples_per_s", "train/seconds")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in timing} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert {k for k in a["history"][0] if k.endswith("_loss")} == {
+        "train/itc_loss", "train/gc_loss", "train/lc_loss", "train/dist_loss"}
+
+
+# torchrun target: `malm` with MALM.set_image_trainable wrapped to snapshot the ViT's weights at
+# every epoch start (the trainer calls it once per epoch, before any step), then once at the end.
+RECORD_VIT = '''
+import os, sys
+import torch
+from malm.models.malm import MALM
+
+out, argv = sys.argv[1], sys.argv[2:]
+snaps, models = [], []
+real = MALM.set_image_trainable
+
+def vit(model):
+    return {k: v.detach().clone() for k, v in model.image_encoder.vit.state_dict().items()}
+
+def recording(self, trainable):
+    models[:] = [self]
+    snaps.append(vit(self))
+    real(self, trainable)
+
+MALM.set_image_trainable = recording
+from malm.cli import main
+rc = main(argv)
+if models:
+    snaps.append(vit(models[0]))
+torch.save(snaps, os.path.join(out, "rank%s.pt" % os.environ.get("RANK", "0")))
+sys.exit(rc)
+'''
+
+
+def changed(a: dict, b: dict) -> list[str]:
+    """Names of the tensors that differ between two state dicts of the same module."""
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]
 
 
 def test_ddp_two_ranks_on_cpu_with_the_image_encoder_frozen_then_trained(tmp_path, tiny_data):
@@ -204,7 +323,10 @@ def test_ddp_two_ranks_on_cpu_with_the_image_encoder_frozen_then_trained(tmp_pat
     rebuilt when the trainable set changes), and the class-balanced sampler split across ranks."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
-    cmd = [torchrun, "--nproc-per-node", "2", "-m", "malm.cli",
+    snaps = tmp_path / "vit"
+    snaps.mkdir()
+    (tmp_path / "record_vit.py").write_text(RECORD_VIT)
+    cmd = [torchrun, "--nproc-per-node", "2", str(tmp_path / "record_vit.py"), str(snaps),
            *train_args(tmp_path / "ddp", tiny_data, **{
                "train.epochs": 2, "train.freeze_image_epochs": 1, "data.batch_sampler": "triplet_classif",
                "data.sampler_background_frac": 0.0})]  # the synthetic titles all name a dish: no background
@@ -215,9 +337,21 @@ def test_ddp_two_ranks_on_cpu_with_the_image_encoder_frozen_then_trained(tmp_pat
     assert all(h["train/sem_pos_frac"] == 1.0 for h in hist)  # every anchor has a class partner
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert state["finished"]
-    # the image encoder moved only in epoch 2, and both ranks stayed in step (one set of weights)
     best = torch.load(tmp_path / "ddp" / "checkpoint_best.pt", weights_only=True)
     assert best["epoch"] in (1, 2) and state["best"]["epoch"] == best["epoch"]
+    # the ViT on each rank at the start of epoch 1 (initial), of epoch 2 (after the frozen epoch)
+    # and at the end: unchanged by epoch 1, changed by epoch 2, the same on both ranks throughout
+    ranks = [torch.load(snaps / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [len(s) for s in ranks] == [3, 3], "expected one snapshot per epoch start + the end"
+    initial, after_frozen, final = ranks[0]
+    assert not changed(initial, after_frozen), "the ViT moved in its frozen epoch"
+    moved = changed(after_frozen, final)
+    assert len(moved) > len(final) // 2, f"the ViT hardly trained after the freeze: {moved}"
+    for a, b in zip(*ranks):
+        assert not changed(a, b), "the ranks' ViTs differ"
+    vit_ckpt = {k.removeprefix("image_encoder.vit."): v for k, v in state["model"].items()
+                if k.startswith("image_encoder.vit.")}
+    assert not changed(final, vit_ckpt), "checkpoint.pt holds other ViT weights than training ended with"
 
 
 def test_ddp_gathered_losses_and_gradients_equal_the_single_process_ones(tmp_path, tiny_data):
@@ -302,6 +436,18 @@ def test_matching_variant_is_bit_reproducible_on_two_threads(tmp_path, tiny_data
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
-def test_deterministic_key_is_checked(tmp_path, tiny_data):
-    p = run(train_args(tmp_path / "run", tiny_data, **{"train.deterministic": "sometimes"}))
-    assert p.returncode != 0 and "train.deterministic" in p.stderr, p.stderr[-2000:]
+def test_deterministic_key_is_checked():
+    """`train.deterministic=sometimes` on the command line is refused while the config resolves
+    (malm.cli.main turns the ConfigError into exit status 2 and its message, as for every config
+    error: test_finished_run_is_left_alone_and_config_change_is_refused). In-process: this used to
+    start a CLI training for it."""
+    from malm import config as C
+    from malm.cli import build_config, make_parser
+
+    def resolve(value: str):
+        return build_config(make_parser().parse_args(
+            ["train", "--config", str(SMOKE), "--run-dir", "unused", f"train.deterministic={value}"]))
+
+    with pytest.raises(C.ConfigError, match="train.deterministic"):
+        resolve("sometimes")
+    assert resolve("true").train.deterministic is True and resolve("false").train.deterministic is False

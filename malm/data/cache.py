@@ -181,18 +181,21 @@ def require_cache(cfg: DataConfig, who: str = "this command") -> Path:
 
 
 # ---------------------------------------------------------------------------------- prepare
-def prepare(cfg: DataConfig, progress: bool = True, force: bool = False) -> Path:
+def prepare(cfg: DataConfig, progress: bool = True, force: bool = False,
+            crop_size: int | None = None) -> Path:
     """Build the cache of ``cfg`` under ``cfg.cache_dir`` once; return its path.
 
     A matching manifest returns at once. Otherwise: read and validate the root, decode + resize
     every found image of the pairs (corrupt ones skipped and counted; a pair left with no image
     becomes text-only), apply ``max_pairs`` (first n pairs by id), build the vocabulary and the
     classes from the cached training pairs, encode all splits and write the manifest.
+    ``crop_size`` (the model's input side, model.image.img_size): checked to fit the cached side
+    before building (the loaders check it again when they open the cache).
     """
     cache = Path(cfg.cache_dir).absolute()
     if not force and is_cached(cfg):
         return cache
-    _check_cfg(cfg)
+    _check_cfg(cfg, crop_size)
     if cache.exists() and not (cache / MANIFEST).is_file() and (
             not cache.is_dir() or any(cache.iterdir())):
         raise FileExistsError(f"{cache} exists and is not a malm data cache (no {MANIFEST}); "
@@ -214,7 +217,7 @@ def prepare(cfg: DataConfig, progress: bool = True, force: bool = False) -> Path
     return cache
 
 
-def _check_cfg(cfg: DataConfig) -> None:
+def _check_cfg(cfg: DataConfig, crop_size: int | None = None) -> None:
     for k, v in (cfg.max_pairs or {}).items():
         if k not in SPLITS:
             raise ValueError(f"data.max_pairs: unknown split {k!r} (splits: {', '.join(SPLITS)})")
@@ -223,8 +226,8 @@ def _check_cfg(cfg: DataConfig) -> None:
     for name in ("min_word_count", "max_ingrs", "max_instrs", "max_tokens", "cache_image_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"data.{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.image_size > cfg.cache_image_size:
-        raise ValueError(f"data.image_size ({cfg.image_size}) exceeds data.cache_image_size "
+    if crop_size is not None and crop_size > cfg.cache_image_size:
+        raise ValueError(f"model.image.img_size ({crop_size}) exceeds data.cache_image_size "
                          f"({cfg.cache_image_size}): crops are taken from the cached images")
 
 

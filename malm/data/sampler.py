@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-__all__ = ["TripletClassifBatchSampler", "semantic_positive_fraction"]
+__all__ = ["TripletClassifBatchSampler"]
 
 _SWITCH = "or use data.batch_sampler=random"
 
@@ -156,16 +156,3 @@ class TripletClassifBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.plan()[:, self.rank]:
             yield batch.tolist()
-
-
-def semantic_positive_fraction(cls: torch.Tensor) -> float:
-    """Fraction of a batch's items that are non-background and share their class with another item.
-
-    These are the anchors with a semantic positive for the triplet's SIRR/SRII terms; the count is
-    divided by the batch size (0.0 for an empty batch).
-    """
-    cls = torch.as_tensor(cls).reshape(-1)
-    if cls.numel() == 0:
-        return 0.0
-    partners = (cls[:, None] == cls[None, :]).sum(dim=1) - 1
-    return ((partners > 0) & (cls != 0)).float().mean().item()

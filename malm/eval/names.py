@@ -25,7 +25,8 @@ def rerank_protocol(base: str, k: int) -> str:
     ``k``: ``rerank_protocol("tfood", 10) == "tfood+rerank10"`` (T-Food's ``k_test`` = 10).
 
     The dual-encoder reading keeps the plain name (``tfood``); both are written, each under its own
-    name (``shared/spec/malm.md``, "Task")."""
+    name: the MALM paper does not say which reading its Table 1 is (README, "Which reading are the
+    paper's numbers?")."""
     if base not in PROTOCOLS:
         raise ValueError(f"unknown base protocol {base!r} (known: {', '.join(PROTOCOLS)})")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

@@ -1,6 +1,7 @@
 """Recipe1M retrieval protocols: which test pairs form each bag, and the mean/std over bags.
 
-Two protocols, named in every result (``shared/spec/malm.md``, "Evaluation protocol"):
+Two protocols, named in every result (the paper, Sec. 4.1, evaluates as T-Food and H-T do; their code
+differs in which pairs form a bag):
 
 * ``tfood`` (T-Food / MALM): consecutive bags of ``bag_size`` pairs in file order, i.e. the first
   ``n_bags * bag_size`` pairs (T-Food saves the first ``nb_bags * nb_matchs_per_bag`` matched pairs

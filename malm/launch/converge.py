@@ -37,7 +37,6 @@ from malm.io import BEST_CHECKPOINT, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIGS = ("params.yaml", "configs/converge.yaml")
-DEFAULT_OUT = "converge"
 SUMMARY = "converge.json"
 
 
@@ -97,19 +96,11 @@ class Run:
 
 
 def profile_settings(config_files: Sequence[str | os.PathLike]) -> dict[str, Any]:
-    """``pipeline`` (variants, seeds) and ``converge`` (out) of the config files, the last file
-    that sets a key winning (as for the config sections)."""
-    pipeline: dict[str, Any] = {}
-    converge: dict[str, Any] = {}
-    for path in config_files:
-        params = C.load_yaml(path)
-        pipeline.update(params.get("pipeline") or {})
-        converge.update(params.get("converge") or {})
-    unknown = set(converge) - {"out"}
-    if unknown:
-        raise C.ConfigError(f"unknown keys in the `converge` section: {sorted(unknown)} (known: out)")
-    return {"variants": pipeline.get("variants"), "seeds": pipeline.get("seeds"),
-            "out": converge.get("out")}
+    """The typed ``pipeline`` (variants, seeds) and ``converge`` (out) sections of the config files,
+    the last file that sets a key winning (as for every section); an unset list is None."""
+    cfg = C.from_files(config_files)
+    return {"variants": list(cfg.pipeline.variants) or None, "seeds": list(cfg.pipeline.seeds) or None,
+            "out": cfg.converge.out}
 
 
 def plan(config_files: Sequence[str | os.PathLike] = DEFAULT_CONFIGS,
@@ -126,7 +117,7 @@ def plan(config_files: Sequence[str | os.PathLike] = DEFAULT_CONFIGS,
     unknown = [v for v in variants if v not in variants_mod.registry()]
     if unknown:
         raise C.ConfigError(f"unknown variant(s) {unknown} (`malm variants` lists them)")
-    out = Path(out or settings["out"] or DEFAULT_OUT)
+    out = Path(out or settings["out"] or C.ConvergeConfig().out)
     cli = C.parse_overrides(list(overrides))
     runs = []
     for v in variants:

@@ -95,17 +95,17 @@ class CellJob(StageJob):
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        cfg = C.from_dict(cfg_dict)
+        cfg = C.from_dict(cfg_dict)  # once: the stages below share the object
         run_dir, metrics_dir = Path(kwargs["run_dir"]), Path(kwargs["metrics_dir"])
-        _run_inline("train", cfg_dict, {"run_dir": run_dir, "progress": False})
+        _run_inline("train", cfg, {"run_dir": run_dir, "progress": False})
         if env.global_rank != 0:
             return None
         emb = run_dir / f"{cfg.eval.split}_embeddings.npz"
         if not emb.exists():
-            _run_inline("embed", cfg_dict, {"run_dir": run_dir, "split": cfg.eval.split, "out": emb,
-                                            "progress": False})
-        return _run_inline("evaluate", cfg_dict, {"emb": emb, "out_dir": metrics_dir, "run_dir": run_dir,
-                                                  "progress": False})
+            _run_inline("embed", cfg, {"run_dir": run_dir, "split": cfg.eval.split, "out": emb,
+                                       "progress": False})
+        return _run_inline("evaluate", cfg, {"emb": emb, "out_dir": metrics_dir, "run_dir": run_dir,
+                                             "progress": False})
 
 
 def load_grid(path: str | os.PathLike, cli_overrides: list[str] | None = None) -> tuple[dict, list[tuple[Cell, C.Config]]]:

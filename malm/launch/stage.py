@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import submitit
 
@@ -24,16 +24,11 @@ from malm.launch.submit import Checkpointable
 log = logging.getLogger(__name__)
 
 
-def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike,
-                 run_dir: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
-    """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``.
-
-    With ``run_dir`` (the run the embeddings came from), ``eval.rerank_k`` > 0 and a model that has
-    a matching module, also ``out_dir/<protocol>+rerank<k>_<bag>.json`` for each bag size of
-    ``eval.rerank_bags`` (``malm.eval.rerank``); otherwise a log line says why there are none.
-    """
+def evaluate_bags(emb: str | os.PathLike, eval_cfg: C.EvalConfig) -> Iterator[tuple[dict, tuple[str, int, int]]]:
+    """Every protocol x bag of ``eval_cfg`` on one embeddings file, in order: (result, (protocol,
+    bag_size, n_bags)). tfood with ``eval.clamp_bags``: a split too small for n_bags consecutive bags
+    gets as many as it holds (recorded as the result's n_bags)."""
     image, recipe, ids = load_embeddings(emb)
-    written, settings = [], []
     for protocol in eval_cfg.protocols:
         for bag_size, n_bags in eval_cfg.bags:
             if protocol == "tfood" and eval_cfg.clamp_bags and len(ids) < bag_size * n_bags:
@@ -46,9 +41,22 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
             result = evaluate(image, recipe, ids, protocol=protocol, bag_size=bag_size, n_bags=n_bags,
                               seed=eval_cfg.seed)
             result["embeddings"] = str(emb)
-            result.update(embedding_provenance(emb))
-            written.append(_write_result(result, out_dir))
-            settings.append((protocol, bag_size, n_bags))
+            yield result, (protocol, bag_size, n_bags)
+
+
+def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike,
+                 run_dir: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
+    """Every protocol x bag of ``eval_cfg`` on one embeddings file -> ``out_dir/<protocol>_<bag>.json``.
+
+    With ``run_dir`` (the run the embeddings came from), ``eval.rerank_k`` > 0 and a model that has
+    a matching module, also ``out_dir/<protocol>+rerank<k>_<bag>.json`` for each bag size of
+    ``eval.rerank_bags`` (``malm.eval.rerank``); otherwise a log line says why there are none.
+    """
+    written, settings = [], []
+    for result, setting in evaluate_bags(emb, eval_cfg):
+        result.update(embedding_provenance(emb))
+        written.append(_write_result(result, out_dir))
+        settings.append(setting)
     if run_dir is None:
         log.info("no --run-dir: no re-ranked results (the matching module needs the trained run)")
         return written
@@ -71,8 +79,8 @@ def _write_result(result: dict, out_dir: str | os.PathLike) -> Path:
     return path
 
 
-def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
-    cfg = C.from_dict(cfg_dict)
+def _run_inline(stage: str, cfg: C.Config, kwargs: dict[str, Any]) -> Any:
+    """Run ``stage`` in this process on the config object ``cfg`` (no copy, no re-parse)."""
     if stage == "train":
         from malm.train.trainer import train
 
@@ -92,7 +100,12 @@ def _run_inline(stage: str, cfg_dict: dict, kwargs: dict[str, Any]) -> Any:
 
 class StageJob(Checkpointable):
     """A stage as a requeueable job: on time-out/preemption submitit resubmits it with the same
-    arguments and the trainer resumes from the run directory's last checkpoint (on every rank)."""
+    arguments and the trainer resumes from the run directory's last checkpoint (on every rank).
+
+    The job carries its config as a plain dict (``C.to_dict``), parsed back once in the job
+    (``C.from_dict``): the pickle holds no package classes, and a requeued job that starts under
+    edited code re-validates the config (a removed key is dropped, an unknown one named) instead of
+    unpickling a stale dataclass."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -103,14 +116,15 @@ class StageJob(Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             if self.stage != "train" and env.global_rank != 0:
                 return None  # embed/evaluate run on rank 0 only
-        return _run_inline(self.stage, cfg_dict, kwargs)
+        return _run_inline(self.stage, C.from_dict(cfg_dict), kwargs)
 
 
 def run_stage(stage: str, cfg: C.Config, executor: str | None = None, **kwargs: Any) -> Any:
-    """Run ``stage`` inline, or submit it with the ``slurm`` config section and wait for it."""
+    """Run ``stage`` inline on ``cfg`` itself, or submit it with the ``slurm`` config section (the
+    config as a dict: :class:`StageJob`) and wait for it."""
     executor = executor or cfg.slurm.executor
     if executor == "inline":
-        return _run_inline(stage, C.to_dict(cfg), kwargs)
+        return _run_inline(stage, cfg, kwargs)
     from malm.launch.submit import submit_and_wait
 
     slurm = C.merge(cfg.slurm, {"executor": executor})

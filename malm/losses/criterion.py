@@ -1,5 +1,6 @@
-"""MALM's total loss (spec "Total"): L = lambda_itc L_itc + lambda_gc L_GC + lambda_lc L_LC
-+ lambda_dist L_dist. A term whose weight is 0 is not computed (dinov2's ``do_*`` flags).
+"""MALM's total loss (the paper's overall objective, Sec. 3):
+L = lambda_itc L_itc + lambda_gc L_GC + lambda_lc L_LC + lambda_dist L_dist. A term whose weight is
+0 is not computed (dinov2's ``do_*`` flags).
 
 Every term runs in fp32, also under bf16 autocast. Under DDP, L_itc sees the global batch (the
 embeddings and classes of every rank, gathered with gradients), the matching terms average over
@@ -64,7 +65,7 @@ class MALMCriterion:
             logs.update(fn(out))
             total = total + weight * logs[f"{key}_loss"]
             logs[f"tau_{key}"] = (1.0 / out[f"logit_scale_{key}"]).detach()
-        # no predictor/teacher when mask.ratio == 0: spec "no-mask": L_dist has nothing to predict
+        # no predictor/teacher when mask.ratio == 0 (paper Table 2, 'w/o mask'): L_dist has nothing to predict
         if self.do_dist and "dist_pred" in out:
             logs.update(self.dist({k: out[k].float() if k != "mask" else out[k]
                                    for k in ("dist_pred", "dist_target", "mask")}))

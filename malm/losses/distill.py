@@ -1,4 +1,4 @@
-"""Masked self-distillation loss L_dist (spec "Masked self-distillation")."""
+"""Masked self-distillation loss L_dist (paper Sec. 3, "masked self-distillation")."""
 
 from __future__ import annotations
 

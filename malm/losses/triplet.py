@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from malm.data.sampler import semantic_positive_fraction
 from malm.losses.similarity import cosine_distance
 
 
@@ -112,3 +111,16 @@ class SemanticTripletLoss:
                "sem_pos_frac": torch.tensor(semantic_positive_fraction(cls))}
         out.update({k: v.detach() for k, (_, v) in terms.items()})
         return out
+
+
+def semantic_positive_fraction(cls: torch.Tensor) -> float:
+    """Fraction of a batch's items that are non-background and share their class with another item.
+
+    These are the anchors with a semantic positive for the triplet's SIRR/SRII terms; the count is
+    divided by the batch size (0.0 for an empty batch).
+    """
+    cls = torch.as_tensor(cls).reshape(-1)
+    if cls.numel() == 0:
+        return 0.0
+    partners = (cls[:, None] == cls[None, :]).sum(dim=1) - 1
+    return ((partners > 0) & (cls != 0)).float().mean().item()

@@ -108,7 +108,8 @@ def summarise(df: pd.DataFrame, bags: pd.DataFrame | None = None, n_boot: int = 
     return out.merge(ci, on=run_keys + ["direction", "metric"], how="left")
 
 
-# The design card's variants as one chain, each adding one of MALM's components to the one before.
+# The default variants as one chain, each adding one of MALM's components (paper Sec. 3; Table 2's
+# rows) to the one before.
 COMPONENT_STEPS = (("global_only", "baseline", "+L_GC"), ("no_mask", "global_only", "+L_LC"),
                    ("no_distill", "no_mask", "+masking"), ("malm", "no_distill", "+L_dist"))
 

@@ -114,8 +114,8 @@ def paper_inconsistencies(paper: pd.DataFrame) -> pd.DataFrame:
 
 def paper_claims(paper: pd.DataFrame) -> pd.DataFrame:
     """Claims about the paper's results that its own numbers can test; ``holds`` is computed.
-    (The prose itself is not stored here; the claims are the abstract's and the ablations' as the
-    spec restates them.)"""
+    (The prose itself is not stored here; the claims are the abstract's and Sec. 4.3's ablation
+    statements of the paper.)"""
     reg = variants_mod.registry()
     t1 = {k: reg[k].paper["table1"] for k in ("baseline", "malm")}
     t2 = {k: reg[k].paper["table2"] for k in ("baseline", "llc", "no_distill", "malm", "mask_both")}

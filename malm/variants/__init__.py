@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from malm.config import Config, ConfigError, config_sections, load_yaml, merge
+from malm.config import Config, ConfigError, load_yaml, merge, merge_file
 
 HERE = Path(__file__).resolve().parent
 VARIANT_DIRS = (HERE / "baselines", HERE / "ablations")
@@ -90,12 +90,13 @@ def resolve(name: str, base: Config | None = None, overrides: Mapping[str, Any] 
 def resolve_from_files(name: str, config_files: Iterable[str | os.PathLike] = (),
                        *overlays: Mapping[str, Any]) -> Config:
     """The config of variant ``name`` as every entry point builds it: config files (params.yaml,
-    configs/*.yaml; their non-config keys such as ``pipeline`` are ignored) <- the variant's overlay
-    <- each file's ``variant_overrides.<name>`` <- ``overlays`` in order (CLI overrides, grid cells)."""
+    configs/*.yaml) <- the variant's overlay <- each file's ``variant_overrides.<name>`` (the one
+    key of a params file outside the config tree) <- ``overlays`` in order (CLI overrides, grid
+    cells)."""
     base, per_variant = Config(), []
     for path in config_files:
         params = load_yaml(path)
-        base = merge(base, config_sections(params))
+        base = merge_file(base, params, path)
         per_variant.append((params.get("variant_overrides") or {}).get(name) or {})
     cfg = resolve(name, base)
     for overlay in (*per_variant, *overlays):
