@@ -15,7 +15,7 @@ TEST_MARKERS ?= not slow and not gpu
 # Free disk (GB) a new venv needs before pip starts.
 VENV_MIN_FREE_GB ?= 7
 
-.PHONY: setup repro converge smoke test test-all cluster cluster-stop bench lab clean-runs
+.PHONY: setup repro converge smoke test test-all cluster cluster-stop browser bench lab clean-runs
 
 setup: $(VENV)/.installed
 
@@ -56,8 +56,13 @@ cluster:
 cluster-stop:
 	bash slurm/cluster.sh stop
 
-## Tests (CI): everything but slow/GPU tests; the Slurm tests run against the real local cluster.
-test: setup cluster
+## Headless Chromium + chromedriver for the browser test of `malm serve` (Debian packages; idempotent).
+browser:
+	bash scripts/install_browser.sh
+
+## Tests (CI): everything but slow/GPU tests; the Slurm tests run against the real local cluster,
+## the browser test against the system Chromium.
+test: setup cluster browser
 	$(PY) -m pytest -m "$(TEST_MARKERS)"
 
 test-all: TEST_MARKERS = not gpu

@@ -159,7 +159,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = build_base_config(args, ("eval", "slurm"),
                             hint=" (the embeddings file is given as --emb PATH)")
-    from malm.launch.stage import evaluate_bags, run_stage
+    from malm.eval.run import evaluate_bags
+    from malm.launch.stage import run_stage
 
     if args.out_dir:  # every protocol x bag of `eval`, one JSON each
         for path in run_stage("evaluate", cfg, args.executor, emb=args.emb, out_dir=args.out_dir,
@@ -234,7 +235,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     elif args.grid_command == "status":
         grid.status(args.grid)
     else:
-        for name, path in grid.collect(args.grid, dataset=args.dataset).items():
+        for name, path in grid.build_grid_tables(args.grid, dataset=args.dataset).items():
             print(f"{name}: {path}")
     return 0
 
@@ -491,16 +492,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic", help="Dataset label printed beside our numbers.")
     p.set_defaults(func=cmd_grid)
 
-    # a trained model on your own photos and recipes (malm/search: imports no torch until it runs)
-    from malm.search.cli import add_index_parser, add_search_parser
-
-    add_index_parser(sub)
-    add_search_parser(sub)
+    # a trained model on your own photos and recipes: listed here, parsed by malm/search/cli.py (main
+    # hands these commands over before this parser runs, so the pipeline's stages never read malm/search)
+    for name, text in SEARCH_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+SEARCH_COMMANDS = {
+    "index": "Embed a recipe collection with a trained run -> INDEX.npz for `malm search`.",
+    "search": "Find the recipes of your photos (or the images of a recipe) in an index.",
+    "serve": "A local web page over an index: drop a photo, see its recipes and attention maps.",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "agg")  # the commands write figures to files, never to a screen
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if next((a for a in argv if not a.startswith("-")), None) in SEARCH_COMMANDS:
+        from malm.search.cli import main as search_main
+
+        return search_main(argv)
     parser = make_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

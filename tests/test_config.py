@@ -253,7 +253,7 @@ def _emb(tmp_path: Path, n: int = 60, d: int = 8) -> Path:
 
 def test_evaluate_single_file_mode_evaluates_what_eval_says(tmp_path, capsys):
     from malm.cli import main
-    from malm.eval.embeddings import load_embeddings
+    from malm.eval.emb_file import load_embeddings
     from malm.eval.protocol import evaluate
 
     emb, out = _emb(tmp_path), tmp_path / "m.json"

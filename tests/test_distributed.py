@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from malm.train.distributed import (FailureWatchdog, all_reduce_mean, is_dist, setup_distributed)
+from malm.models.ops import all_reduce_mean, is_dist
+from malm.train.distributed import FailureWatchdog, setup_distributed
 
 REPO = Path(__file__).resolve().parents[1]
 DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -26,7 +27,8 @@ WORKER = r'''
 import sys, threading, time
 import torch
 import torch.distributed as dist
-from malm.train.distributed import FailureWatchdog, all_reduce_mean, destroy, setup_distributed
+from malm.models.ops import all_reduce_mean
+from malm.train.distributed import FailureWatchdog, destroy, setup_distributed
 
 mode, fail_rank = sys.argv[1], int(sys.argv[2])
 device, rank, world = setup_distributed("cpu", timeout_s=300)  # a hang would last 5 min

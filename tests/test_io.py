@@ -45,7 +45,7 @@ def test_every_writer_goes_through_the_helper(tmp_path):
     import pandas as pd
 
     from malm import config as C
-    from malm.eval.embeddings import save_embeddings
+    from malm.eval.emb_file import save_embeddings
     from malm.io import save_checkpoint
     from malm.io import write_table as _write_csv
     from malm.report import figures as plots

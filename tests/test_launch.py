@@ -223,7 +223,7 @@ def test_grid_cells_are_keyed_by_their_resolved_config(tmp_path, monkeypatch, ca
     with pytest.raises(ConfigError, match=r"(?s)baseline/seed0 .*train\.epochs.*--rerun-changed"):
         G.submit_grid(grid_file, executor="debug")
     with pytest.raises(ConfigError, match="(?s)baseline/seed0: train.epochs.*mix two experiments|mix two experiments.*baseline/seed0: train.epochs"):
-        G.collect(grid_file)
+        G.build_grid_tables(grid_file)
     assert submitted == [] and Path(cell.run_dir, "config.yaml").exists()
 
     class FakeJob:

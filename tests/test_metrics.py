@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from malm.eval.metrics import aggregate, cosine_similarity, ranks, retrieval_metrics
-from malm.eval.embeddings import load_embeddings
+from malm.eval.emb_file import load_embeddings
 from malm.eval.protocol import bag_indices, evaluate, flat_metrics, save_result
 
 

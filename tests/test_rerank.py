@@ -405,7 +405,7 @@ def test_evaluate_without_run_dir_or_matching_module_writes_dual_results_only(tr
 
 
 def test_rerank_selection_and_provenance_checks(trained):
-    from malm.launch.stage import evaluate_all
+    from malm.eval.run import evaluate_all
 
     root, runs = trained
     smoke = C.merge(C.Config(), C.load_yaml(SMOKE)).eval

@@ -14,7 +14,7 @@ from PIL import Image
 
 from malm.config import SynthConfig
 from malm.synth.plan import build_vocabulary, plan_recipes
-from malm.synth.text import plural
+from malm.synth.wording import plural
 from malm.synth.vocab import DISHES, INGREDIENTS
 from malm.synth.write import COMPLETE, generate, image_path
 

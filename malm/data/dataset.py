@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from malm.data.cache import load_manifest
 from malm.data.store import JpegRows
+from malm.seeds import mix_seed
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +31,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 TEXT_KEYS = ("title", "ingrs", "instrs")
 _ARRAYS = ("ids", "title", "ingrs", "instrs", "cls", "image_offsets", "images")
-
-
-_M64 = (1 << 64) - 1
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64 chain): distinct tuples give unrelated streams."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) & _M64)) * 0xBF58476D1CE4E5B9 & _M64
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _M64
-        h ^= h >> 31
-    return h >> 1
 
 
 class RecipeImageDataset(Dataset):

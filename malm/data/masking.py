@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
-from malm.data.dataset import TEXT_KEYS, collate, mix_seed
+from malm.data.dataset import TEXT_KEYS, collate
+from malm.seeds import mix_seed
 from malm.data.text import MASK_ID, PAD_ID
 
 

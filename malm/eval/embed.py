@@ -2,7 +2,7 @@
 their one-bag validation score; ``embed_split_tokens`` also keeps the token sets the matching module
 reads, for test-time re-ranking), and loading a trained run from its directory (its config,
 checkpoint and the cache it was trained on). The ``.npz`` they are written to:
-:mod:`malm.eval.embeddings`.
+:mod:`malm.eval.emb_file`.
 
 Evaluation always embeds the first image of a pair, centre-cropped, with no mask.
 """
@@ -23,7 +23,7 @@ from malm import config as C
 from malm.data.cache import require_cache, vocab_size
 from malm.data.loader import make_loader, to_device
 from malm.eval.protocol import evaluate
-from malm.eval.embeddings import save_embeddings
+from malm.eval.emb_file import save_embeddings
 from malm.io import CHECKPOINT, CHECKPOINT_CHOICES, load_checkpoint
 from malm.models.malm import build_model
 

@@ -50,7 +50,7 @@ import torch
 
 from malm import config as C
 from malm.eval.embed import SplitTokens, embed_split_tokens, eval_loader, load_trained, resolve_device
-from malm.eval.embeddings import embedding_provenance, load_embeddings
+from malm.eval.emb_file import embedding_provenance, load_embeddings
 from malm.eval.metrics import ranks
 from malm.eval.names import rerank_protocol
 from malm.eval.protocol import evaluate

@@ -231,7 +231,7 @@ def status(path: str | os.PathLike) -> dict[str, dict]:
     return states
 
 
-def collect(path: str | os.PathLike, dataset: str = "synthetic") -> dict[str, Path]:
+def build_grid_tables(path: str | os.PathLike, dataset: str = "synthetic") -> dict[str, Path]:
     """The grid's metrics -> the same tidy tables and figures as the DVC pipeline."""
     from malm.report.write import build_tables
 

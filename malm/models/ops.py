@@ -1,4 +1,7 @@
-"""Small pure tensor functions shared by the encoders and the matching module.
+"""Small pure tensor functions shared by the encoders and the matching module, and every collective
+across DDP ranks (gathers with and without gradients, ``all_reduce_mean``): the one home of
+distributed ops, used by the model, the losses and the trainer. Process-group setup and the failure
+watchdog are :mod:`malm.train.distributed`.
 
 Pad masks follow PyTorch's ``key_padding_mask`` convention: ``True`` = padding (ignored).
 """
@@ -51,6 +54,24 @@ def scatter_tokens(base: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> 
 
 
 # ------------------------------------------------------------------ across ranks (DDP)
+def is_dist() -> bool:
+    """Whether this process is one of several ranks of an initialised process group."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over all ranks, as a new tensor (a copy of ``x`` in a single process)."""
+    y = x.detach().clone()
+    if not y.is_floating_point():
+        y = y.float()
+    if is_dist():
+        dist = torch.distributed
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        y /= dist.get_world_size()
+    return y
+
+
 def world_info() -> tuple[int, int]:
     """(rank, world_size) of the default process group; (0, 1) when not distributed."""
     dist = torch.distributed

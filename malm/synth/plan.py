@@ -14,7 +14,7 @@ import numpy as np
 
 from malm.config import SynthConfig
 from malm.synth.render import Look
-from malm.synth.text import recipe_text
+from malm.synth.wording import recipe_text
 from malm.synth.vocab import DISHES, INGREDIENTS
 
 SPLITS = ("train", "val", "test")

@@ -3,7 +3,7 @@
 Each recipe is a dish type (the semantic class) with ``min..max_ingredients`` visible ingredients drawn
 from a long-tailed (Zipf) popularity biased by the dish's preferences, plus invisible pantry lines. Its
 images are renderings of the same dish (:mod:`malm.synth.render`); its text is Recipe1M-like
-(:mod:`malm.synth.text`). Files written under ``out``::
+(:mod:`malm.synth.wording`). Files written under ``out``::
 
     layer1.json  layer2.json  det_ingrs.json        Recipe1M format (layer2 lists recipes with images)
     <partition>/<c0>/<c1>/<c2>/<c3>/<image id>      JPEG images

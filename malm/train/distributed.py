@@ -1,4 +1,7 @@
-"""DDP setup, and a watchdog that makes a failure on one rank end every rank within seconds.
+"""DDP setup (the process group), and a watchdog that makes a failure on one rank end every rank within seconds.
+
+The collectives themselves (gathers, ``all_reduce_mean``, ``is_dist``) live in :mod:`malm.models.ops`,
+which the model, the losses and the trainer share.
 
 Why the watchdog: when one rank dies (an exception, a NaN check, an OOM), its peers sit in their next
 collective until the process-group timeout -- 10 minutes for NCCL, 30 for gloo by default -- holding
@@ -23,6 +26,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from malm.models.ops import is_dist
 
 
 def setup_distributed(device_name: str = "auto", timeout_s: float | None = None
@@ -63,22 +68,6 @@ def setup_distributed(device_name: str = "auto", timeout_s: float | None = None
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return device, rank, world
-
-
-def is_dist() -> bool:
-    """Whether this process is one of several ranks of an initialised process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """The mean of ``x`` over all ranks, as a new tensor (a copy of ``x`` in a single process)."""
-    y = x.detach().clone()
-    if not y.is_floating_point():
-        y = y.float()
-    if is_dist():
-        dist.all_reduce(y, op=dist.ReduceOp.SUM)
-        y /= dist.get_world_size()
-    return y
 
 
 def destroy() -> None:

@@ -1,5 +1,6 @@
-"""Seeds of a training process: everything random inside epoch ``e`` of rank ``r`` (data order,
-crops, masks, dropout) draws from ``epoch_seed(seed, e, r)``, so a resumed epoch replays exactly."""
+"""The global random state of a training process: everything random inside epoch ``e`` of rank ``r``
+(data order, dropout) draws from ``seed_everything(epoch_seed(seed, e, r))`` (:mod:`malm.seeds`), so a
+resumed epoch replays exactly; and torch's deterministic mode on request."""
 
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + epoch * 9_973 + rank * 101) % (2**31)
 
 
 def seed_everything(seed: int) -> torch.Generator:

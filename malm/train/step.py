@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from malm import config as C
-from malm.data.dataset import mix_seed
-from malm.train.distributed import all_reduce_mean
+from malm.models.ops import all_reduce_mean
+from malm.seeds import mix_seed
 from malm.train.gradshare import parameter_groups, term_grad_norms, weighted_terms
 
 Criterion = Callable[[Any, dict, int], dict[str, torch.Tensor]]

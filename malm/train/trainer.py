@@ -35,9 +35,11 @@ from malm.io import BEST_CHECKPOINT, CHECKPOINT, save_checkpoint
 from malm.train import runlog
 from malm.train.checkpoint import (changed_code, code_fingerprint, input_fingerprints, is_better,
                                    patience_exhausted, resume_state)
-from malm.train.distributed import FailureWatchdog, all_reduce_mean, setup_distributed
+from malm.models.ops import all_reduce_mean
+from malm.train.distributed import FailureWatchdog, setup_distributed
 from malm.train.gradshare import shares
-from malm.train.seeding import epoch_seed, seed_everything, set_deterministic
+from malm.seeds import epoch_seed
+from malm.train.seeding import seed_everything, set_deterministic
 from malm.train.step import build_training, train_step
 
 # the fingerprint of the code a run was trained with is part of what this module records
