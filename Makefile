@@ -15,7 +15,7 @@ TEST_MARKERS ?= not slow and not gpu
 # Free disk (GB) a new venv needs before pip starts.
 VENV_MIN_FREE_GB ?= 7
 
-.PHONY: setup repro converge smoke test test-all cluster cluster-stop browser bench lab clean-runs
+.PHONY: setup repro check converge smoke test test-all cluster cluster-stop browser bench lab clean-runs
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 ## Main job: the whole default pipeline (synthetic data, baselines + MALM, 3 seeds, tables, figures).
 repro: setup
 	dvc repro
+
+## The regression check, after `make repro`: results/ against expected/default.csv (each row's
+## seed-mean within its tolerance; README "Expected results"). Exits 1 on a regression or a missing
+## row. After an intended change: $(PY) -m malm.cli check-results results --write --note '...'
+check: setup
+	$(PY) -m malm.cli check-results results --expected expected/default.csv
 
 ## The converge profile (configs/converge.yaml, README "The converge profile"): every variant x seed
 ## of params.yaml trained until validation stops improving (patience 3, at most 30 epochs), embedded

@@ -217,6 +217,27 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_results(args: argparse.Namespace) -> int:
+    from malm.report import expected as E
+
+    given = {"k": args.k, "floor_recall": args.floor_recall, "floor_medR": args.floor_medr}
+    if args.write:
+        rule = E.existing_rule(args.expected, E.PAPER_RULE if args.paper else E.Rule())
+        rule = dataclasses.replace(rule, **{k: v for k, v in given.items() if v is not None})
+        path = (E.write_paper(args.expected, rule) if args.paper else
+                E.write_from_results(args.results, args.expected, rule,
+                                     E.existing_notes(args.expected) if args.note is None
+                                     else args.note))
+        print(f"wrote {path} ({', '.join(rule.header())})")
+        return 0
+    if args.paper or args.note or any(v is not None for v in given.values()):
+        raise C.ConfigError("--paper, --note, --k and --floor-* only go with --write (a check "
+                            "uses the rule in the file's header)")
+    result = E.check_path(args.results, args.expected, args.variants)
+    print(E.format_check(result, only_failures=args.failures_only))
+    return 0 if result["passed"].all() else 1
+
+
 def cmd_converge(args: argparse.Namespace) -> int:
     from malm.launch.converge import DEFAULT_CONFIGS, run_converge
 
@@ -415,6 +436,56 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Folder of <variant>/seed<k>/grounding.json (`malm grounding`): adds "
                         "grounding.csv, a grounding table in tables.md and figures/grounding.png.")
     p.set_defaults(func=cmd_tables)
+
+    # check-results
+    p = sub.add_parser(
+        "check-results", formatter_class=fmt,
+        help="Compare results with expected numbers (exit 1 on a regression); --write the expectations.",
+        description="Compare the seed-means of RESULTS with an expected-results file (expected/*.csv) "
+                    "row by row (variant, protocol, bag, direction, metric) and print expected, "
+                    "measured, difference, tolerance and status. Exits 1 when a row is beyond its "
+                    "tolerance (either way), read on other n_bags, or missing from RESULTS; rows "
+                    "the file does not list are shown as extra and pass. With --write, derive the "
+                    "file from RESULTS instead (after an intended change).",
+        epilog="Tolerance of a row: max(k * pooled_std * sqrt(1/n_expected + 1/n_measured), floor), "
+               "pooled_std the seed std pooled over the variants, floor per metric (medR in ranks, "
+               "R@k in points); the parameters are in the file's header (malm/report/expected.py "
+               "says why).\n\n"
+               "  malm check-results results                                # against expected/default.csv\n"
+               "  malm check-results results --write --note 'make repro of 2026-12-06'\n"
+               "  malm check-results results --expected expected/paper.csv --variants baseline,malm\n"
+               "  malm check-results --write --paper --expected expected/paper.csv")
+    p.add_argument("results", nargs="?", default="results",
+                   help="A results directory (results/, converge/ or their tables/: the results.csv "
+                        "that `malm tables` wrote) or a results.csv/.parquet file (default: results).")
+    p.add_argument("--expected", default="expected/default.csv", metavar="FILE",
+                   help="Expected-results file: expected/default.csv (the default pipeline), "
+                        "expected/smoke.csv (the smoke profile), expected/paper.csv (the paper).")
+    p.add_argument("--variants", type=_str_list, default=None, metavar="V[,V...]",
+                   help="Check only these variants of the file, e.g. baseline,malm (the others are "
+                        "neither required nor reported).")
+    p.add_argument("--failures-only", action="store_true",
+                   help="Print only the rows that fail (and the verdict).")
+    p.add_argument("--write", action="store_true",
+                   help="Write FILE from RESULTS instead of checking: mean and seed std of every "
+                        "row, its tolerance by the rule. The rule's parameters are kept from the "
+                        "existing FILE unless given below. RESULTS must be complete (every variant "
+                        "with the same seeds).")
+    p.add_argument("--paper", action="store_true",
+                   help="With --write: write FILE from the paper's Tables 1-3 (malm/paper) "
+                        "instead of RESULTS.")
+    p.add_argument("--note", action="append", metavar="TEXT",
+                   help="With --write: a header line saying where RESULTS came from, e.g. "
+                        "'make repro of 2026-12-06' (repeat the flag for more lines; without it, "
+                        "the existing FILE's notes are kept).")
+    p.add_argument("--k", type=float, default=None,
+                   help="With --write: multiple of the standard error of the difference "
+                        "(default 4, or the existing file's).")
+    p.add_argument("--floor-recall", type=float, default=None, metavar="POINTS",
+                   help="With --write: smallest tolerance of R@k, in points (default 0.5; paper 2).")
+    p.add_argument("--floor-medr", type=float, default=None, metavar="RANKS",
+                   help="With --write: smallest tolerance of medR, in ranks (default 0.5; paper 1).")
+    p.set_defaults(func=cmd_check_results)
 
     # converge
     p = sub.add_parser(

@@ -139,6 +139,10 @@ def test_dvc_repro_smoke(repo, tmp_path):
     assert any(o["path"] == "data/pretrain/image_encoder.pt" for o in lock["pretrain"]["outs"])
     assert any(d["path"] == "data/pretrain/image_encoder.pt" for d in lock["train@malm-0"]["deps"])
     check_dvc_metrics(repo)
+    # the smoke profile's numbers are expected/smoke.csv's (`malm check-results`; before the
+    # parameter edits below change malm's)
+    sh([str(Path(sys.executable).parent / "malm"), "check-results", "results", "--expected",
+        "expected/smoke.csv"], repo)
 
     # every stage depends on all the package code it read (traced at run time)
     read, deps = stage_code_read(trace, repo), code_deps(repo)
