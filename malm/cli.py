@@ -273,7 +273,9 @@ def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(data_import: bool = False) -> argparse.ArgumentParser:
+    """The ``malm`` parser. ``malm data import``'s own options are added only with ``data_import``
+    (:func:`main` asks for them when that command runs), so no pipeline stage reads the importer."""
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="malm", formatter_class=fmt,
@@ -314,6 +316,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_prepare)
 
     # variants
+    if data_import:
+        from malm.data.importer import add_import_parser
+
+        add_import_parser(dsub)
+    else:
+        dsub.add_parser("import", add_help=False,
+                        help="Your own recipes (CSV/JSONL + an image folder) -> a Recipe1M-format root.")
+
     p = sub.add_parser("variants", help="List the registered baselines and ablations.")
     p.set_defaults(func=cmd_variants)
 
@@ -584,7 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from malm.search.cli import main as search_main
 
         return search_main(argv)
-    parser = make_parser()
+    words = [a for a in argv if not a.startswith("-")]
+    parser = make_parser(data_import=words[:2] == ["data", "import"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
