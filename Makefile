@@ -45,11 +45,11 @@ check: setup
 	$(PY) -m malm.cli check-results results --expected expected/default.csv
 
 ## The converge profile (configs/converge.yaml, README "The converge profile"): every variant x seed
-## of params.yaml trained until validation stops improving (patience 3, at most 30 epochs), embedded
-## and evaluated from its best checkpoint, tables and figures; all of it under converge/. Set-up as
+## of params.yaml trained for a fixed 20 epochs (no early stop), embedded and evaluated from its best
+## validation checkpoint, tables and figures; all of it under converge/. Set-up as
 ## `make repro`: the venv, then the pipeline's data and CLIP stand-in (`dvc repro` of those two
 ## stages: nothing to do when they are up to date). Re-running resumes and skips finished runs.
-## Options: make converge CONVERGE_ARGS="--variants baseline,malm --seeds 0 train.patience=2"
+## Options: make converge CONVERGE_ARGS="--variants baseline,malm --seeds 0 train.patience=3"
 CONVERGE_ARGS ?=
 converge: setup
 	dvc repro prepare pretrain

@@ -500,12 +500,12 @@ def make_parser(data_import: bool = False) -> argparse.ArgumentParser:
     # converge
     p = sub.add_parser(
         "converge", formatter_class=fmt,
-        help="The converge profile: every variant x seed trained until validation stops improving, "
-             "then embedded, evaluated and tabulated into a folder of its own.",
+        help="The converge profile: every variant x seed trained long enough for validation to "
+             "flatten (a fixed 20 epochs), then embedded, evaluated and tabulated into a folder of its own.",
         description="Train every variant x seed (default: `pipeline` of the config files) with the "
-                    "config files (default: params.yaml + configs/converge.yaml: at most "
-                    "train.epochs epochs, stopping once validation img2rec medR/R@1 has not improved "
-                    "for train.patience epochs), embed eval.split with each run's best checkpoint "
+                    "config files (default: params.yaml + configs/converge.yaml: train.epochs = 20 "
+                    "epochs, no early stop; with train.patience=P > 0 a run stops once validation "
+                    "img2rec medR/R@1 has not improved for P epochs), embed eval.split with each run's best checkpoint "
                     "and evaluate every protocol x bag of `eval` (as the pipeline's `malm train`, "
                     "`malm embed`, `malm evaluate`), then `malm tables` into OUT. Prints each run's "
                     "wall time; OUT/converge.json and OUT/converge.md record them and the total.",

@@ -167,9 +167,27 @@ def test_converge_profile_config_layers_on_params():
     runs = plan(files)
     assert len(runs) == len(params["pipeline"]["variants"]) * len(params["pipeline"]["seeds"])
     cfg = runs[0].cfg
-    assert cfg.train.patience == 3 and cfg.train.epochs == 30
+    assert cfg.train.patience == 0 and cfg.train.epochs == 20  # a fixed length (the file says why)
     assert cfg.model.image.pretrained == params["model"]["image"]["pretrained"]  # params.yaml's
     assert all(str(r.run_dir).startswith("converge/runs/") for r in runs)
+
+
+def test_still_rising_flags_a_best_epoch_at_the_end_of_a_fixed_length_run():
+    from malm.launch.converge import _markdown, still_rising
+
+    ended = {"epochs_run": 20, "stopped_early": False}
+    assert still_rising({**ended, "best_epoch": 20}) and still_rising({**ended, "best_epoch": 18})
+    assert not still_rising({**ended, "best_epoch": 17})
+    assert not still_rising({"epochs_run": 20, "stopped_early": True, "best_epoch": 19})
+    assert not still_rising({**ended, "best_epoch": None})
+    runs = [{"variant": v, "seed": 0, "wall_s": 1.0, "train_wall_s": 1.0, "max_epochs": 20,
+             "best_val_img2rec_R@1": 30.0, "steps": ["trained"], **ended, "best_epoch": b}
+            for v, b in (("baseline", 12), ("malm", 19))]
+    text = _markdown({"command": "c", "machine": "m", "started": "s", "ended": "e", "runs": runs,
+                      "total_wall_s": 2.0, "runs_wall_s": 2.0, "tables_wall_s": 0.0,
+                      "train_wall_s_sum": 2.0})
+    assert "may still be rising" in text and "malm/seed0" in text.split("may still be rising")[1]
+    assert "baseline/seed0" not in text.split("may still be rising")[1]
 
 
 def test_converge_help_explains_every_option(capsys):

@@ -1,5 +1,6 @@
-"""The converge profile (``malm converge``, ``make converge``): every variant x seed trained until
-its validation score stops improving, then embedded, evaluated and tabulated into a folder of its
+"""The converge profile (``malm converge``, ``make converge``): every variant x seed trained long
+enough for its validation score to flatten (configs/converge.yaml: a fixed length, or early stopping
+with ``train.patience``), then embedded, evaluated and tabulated into a folder of its
 own, so the tables and learning curves tell "learns slower" from "reaches less".
 
 Per run, the same stage functions as the DVC pipeline's commands (``malm train`` ->
@@ -183,22 +184,41 @@ def _run_one(run: Run, executor: str | None, progress: bool) -> dict[str, Any]:
             "best_val_img2rec_medR": metrics.get("best/val/img2rec_medR")}
 
 
+RISING_WINDOW = 3
+
+
+def still_rising(record: dict[str, Any]) -> bool:
+    """A run that ended without an early stop and whose best validation epoch is one of its last
+    :data:`RISING_WINDOW`: its curve may not have flattened yet."""
+    best, ran = record.get("best_epoch"), record.get("epochs_run")
+    if best is None or ran is None or record.get("stopped_early"):
+        return False
+    return int(best) > int(ran) - RISING_WINDOW
+
+
 def _markdown(summary: dict[str, Any]) -> str:
     rows = ["| run | this invocation | training (all starts) | epochs run / max | stopped early | "
             "best epoch | best val img2rec R@1 | steps |", "|---|---|---|---|---|---|---|---|"]
+    rising = []
     for r in summary["runs"]:
         r1 = r["best_val_img2rec_R@1"]
         rows.append(f"| {r['variant']}/seed{r['seed']} | {_fmt_s(r['wall_s'])} | "
                     f"{_fmt_s(r['train_wall_s'])} | {r['epochs_run']} / {r['max_epochs']} | "
                     f"{'yes' if r['stopped_early'] else 'no'} | {r['best_epoch']} | "
                     f"{'—' if r1 is None else f'{r1:.2f}'} | {', '.join(r['steps'])} |")
+        if still_rising(r):
+            rising.append(f"{r['variant']}/seed{r['seed']}")
+    note = ("" if not rising else
+            f"\n**Best epoch in the last {RISING_WINDOW} epochs run, without an early stop (may still "
+            f"be rising; raise train.epochs): {', '.join(rising)}.**\n")
     return (f"# The converge profile: wall time\n\n"
             f"`{summary['command']}` on {summary['machine']}, {summary['started']} to "
             f"{summary['ended']}.\n\n"
             f"**Total wall time of this invocation: {_fmt_s(summary['total_wall_s'])}** "
             f"({summary['total_wall_s']:.0f} s; runs {_fmt_s(summary['runs_wall_s'])}, tables "
             f"{_fmt_s(summary['tables_wall_s'])}). Training time summed over the runs, every start "
-            f"of each included: {_fmt_s(summary['train_wall_s_sum'])}.\n\n" + "\n".join(rows) + "\n")
+            f"of each included: {_fmt_s(summary['train_wall_s_sum'])}.\n\n" + "\n".join(rows) + "\n"
+            + note)
 
 
 def run_converge(config_files: Sequence[str | os.PathLike] = DEFAULT_CONFIGS,
