@@ -13,7 +13,7 @@ Configs: ``--config paper`` reads the ``model``, ``loss`` and ``train`` sections
 ``configs/paper.yaml`` (its data/synth/eval/slurm parts are ignored), so the bench always follows the
 paper config; ``small`` is the package default (the CPU model); a path to a YAML file is read the
 same way as paper.yaml. The variant overlays come from
-``malm/variants/baselines/{baseline,malm}.yaml``.
+``baselines/{baseline,malm}.yaml``.
 
 Steps of the three runners are interleaved (so load changes on a shared machine hit all three
 alike) and the median is reported, as wall time and as process CPU time (on a shared CPU,

@@ -6,7 +6,9 @@ The rule (one pass of coordinate search, the same for every variant, validation 
 1. Start from the base point (``BASE``: the balanced probe of the issue).
 2. Vary one knob at a time over its grid, the other knobs at their current choice, and train seed 0
    of every variant the knob applies to (``KNOBS``: the shared knobs for all variants that read
-   them, the matching and distillation knobs for the variants that have them).
+   them, the matching and distillation knobs for the variants that have them, and the Table 1
+   peers' own loss weights -- T-Food's L_itm, H-T's recipe loss -- for the peer that has the term,
+   starting from its published value).
 3. Score a setting by the mean over those variants of the best-epoch validation img2rec R@1 (1k bag,
    the checkpoint the pipeline evaluates). Keep the best setting; a setting within 0.5 points of
    the best (a third of the seed-to-seed spread) loses to the earlier grid entry, which is the
@@ -51,15 +53,25 @@ KNOBS = [
     ("freeze_image_epochs", ("train.freeze_image_epochs",), [2, 1],
      ["baseline", "global_only", "no_mask", "no_distill", "malm"]),
     ("distill_momentum", ("model.distill.momentum",), [0.999, 0.99, 0.9], ["malm"]),
+    # the Table 1 peers' own loss weights, each for the one variant that has the term; set per
+    # variant (a knob file's variant_overrides, applied after the variant's overlay, which switches
+    # the term on), starting from the peer's published value (a tie goes to it)
+    ("itm_scale", ("variant_overrides.tfood.loss.lambda_itm",), [1.0, 0.3, 0.1], ["tfood"]),
+    ("recipe_scale", ("variant_overrides.ht.loss.lambda_recipe",), [1.0, 0.3, 0.1], ["ht"]),
 ]
 TIE = 0.5
-EXTEND = ("matching_scale",)  # numeric grids (ratio steps) that step 4 may extend
+EXTEND = ("matching_scale", "itm_scale", "recipe_scale")  # numeric grids (ratio steps) that step 4 may extend
 
 
 def cell_name(variant: str, point: dict) -> str:
     short = {"loss.lambda_gc": "lm", "loss.itc_view": "view", "train.freeze_image_epochs": "frz",
              "model.distill.momentum": "mom"}
-    return variant + "_" + "_".join(f"{v}{point[k]}" for k, v in short.items())
+    # knobs visited after the first four: named only once the point holds them, so that the cells
+    # swept before these knobs existed keep their names (and are not trained again)
+    later = {"variant_overrides.tfood.loss.lambda_itm": "itm",
+             "variant_overrides.ht.loss.lambda_recipe": "rcp"}
+    return variant + "_" + "_".join([f"{v}{point[k]}" for k, v in short.items()]
+                                    + [f"{v}{point[k]}" for k, v in later.items() if k in point])
 
 
 def run_cell(out: Path, variant: str, point: dict, seed: int, config: list[str],
@@ -90,7 +102,8 @@ def run_cell(out: Path, variant: str, point: dict, seed: int, config: list[str],
     m = json.loads(metrics.read_text())
     hist = json.loads((run_dir / "history.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    resolved = {f"run.lambda_{t}": cfg["loss"][f"lambda_{t}"] for t in ("gc", "lc", "dist")}
+    resolved = {f"run.lambda_{t}": cfg["loss"].get(f"lambda_{t}", 0.0)
+                for t in ("gc", "lc", "dist", "itm", "recipe")}
     resolved["run.mask_ratio"] = cfg["model"]["mask"]["ratio"]
     return {"cell": run_dir.name, "variant": variant, "seed": seed, **point, **resolved,
             "val_R1_best": m.get("best/val/img2rec_R@1", m["val/img2rec_R@1"]),

@@ -123,9 +123,14 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
     reg = variants.registry()
     width = max(len(n) for n in reg)
-    for name, v in sorted(reg.items(), key=lambda kv: (kv[1].source.parent.name != "baselines", kv[0])):
-        alias = f" (alias of {v.alias_of})" if v.alias_of else ""
-        print(f"{name:<{width}}  [{v.source.parent.name}] {v.display}{alias}: {v.description}")
+    for title, members in variants.by_table(reg).items():
+        print(f"{title}")
+        for v in members:
+            alias = f" (alias of {v.alias_of})" if v.alias_of else ""
+            rows = "; ".join(f"{t}: {row}" for t, row in sorted(v.paper.items()))
+            print(f"  {v.name:<{width}}  {v.display}{alias}: {v.description}"
+                  + (f" [paper {rows}]" if rows else ""))
+        print()
     return 0
 
 
@@ -324,7 +329,8 @@ def make_parser(data_import: bool = False) -> argparse.ArgumentParser:
         dsub.add_parser("import", add_help=False,
                         help="Your own recipes (CSV/JSONL + an image folder) -> a Recipe1M-format root.")
 
-    p = sub.add_parser("variants", help="List the registered baselines and ablations.")
+    p = sub.add_parser("variants", help="List the registered variants, grouped by the paper table "
+                       "they have a row in (a variant's `paper:` key; baselines/ = Table 1).")
     p.set_defaults(func=cmd_variants)
 
     # pretrain

@@ -197,8 +197,14 @@ class RecipeEncoderConfig:
     width: int = _f(64, "Transformer width of the T-Food recipe encoder (paper: 512).")
     layers: int = _f(1, "Layers per sentence/merger transformer (paper: 2).")
     heads: int = _f(2, "Attention heads (paper: 4).")
-    decoder_layers: int = _f(1, "Cross-component decoder layers (paper: 2).")
+    decoder_layers: int = _f(1, "Cross-component decoder layers (paper: 2; 0 = none, H-T's encoder: "
+                             "the three components merged only by the projection head).")
     dropout: float = _f(0.1, "Dropout inside the recipe transformers.")
+    norm_first: bool = _f(True, "Pre-norm word- and line-level transformer layers with a final "
+                          "LayerNorm (this suite's port); false = post-norm, PyTorch's default, as "
+                          "H-T's and T-Food's nn.TransformerEncoderLayer.")
+    activation: str = _f("gelu", "Feed-forward activation of the word- and line-level transformer "
+                         "layers (H-T and T-Food: relu, PyTorch's default).", choices=("gelu", "relu"))
     length_buckets: int = _f(
         4, "Run the word-level transformer on lines grouped by length into this many buckets, each "
         "trimmed to its longest line, so it does not attend over padding (exact: outputs are "
@@ -264,7 +270,23 @@ class ModelConfig:
 class LossConfig:
     """The loss terms: weights, and T-Food's triplet settings (section ``loss``)."""
 
-    lambda_itc: float = _f(1.0, "Weight of the semantic triplet retrieval loss L_itc.")
+    lambda_itc: float = _f(1.0, "Weight of the retrieval loss L_itc (its form: loss.retrieval).")
+    retrieval: str = _f("tfood", "The retrieval loss L_itc: tfood = T-Food's semantic triplet (margin "
+                        "schedule, semantic terms and aggregation below); ht = H-T's bidirectional "
+                        "triplet (src/utils/loss.py TripletLoss: every in-batch negative, the fixed "
+                        "margin loss.ht_margin, the mean over the B x B cost matrix).",
+                        choices=("tfood", "ht"))
+    ht_margin: float = _f(0.3, "Margin of H-T's triplet (loss.retrieval=ht and the recipe loss; H-T: 0.3).")
+    lambda_recipe: float = _f(0.0, "Weight of H-T's self-supervised recipe loss: each recipe component's "
+                              "embedding (title, ingredients, instructions) against each other "
+                              "component's, mapped into its space by a linear projection, with H-T's "
+                              "triplet, averaged over the 6 ordered pairs (H-T recipe_loss_weight: 1; "
+                              "0 = off).")
+    lambda_itm: float = _f(0.0, "Weight of T-Food's image-text matching loss L_itm: a linear head on "
+                           "the matching module's fused pair says match / no match, unscaled two-way "
+                           "cross-entropy over each positive pair and its hard negatives (T-Food "
+                           "itm_loss_weight: 1; 0 = off). With an ITM head, test-time re-ranking "
+                           "scores a pair by its match logit, as T-Food.")
     lambda_gc: float = _f(1.0, "Weight of the global contrastive loss L_GC (lambda_itm; 0 = off).")
     lambda_lc: float = _f(1.0, "Weight of the local contrastive loss L_LC (lambda_itm; 0 = off).")
     lambda_dist: float = _f(1.0, "Weight of masked self-distillation L_dist (0 = off).")
@@ -299,8 +321,12 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "Adam weight decay.")
     freeze_image_epochs: int = _f(0, "Keep the image encoder frozen for this many epochs (paper: 20).")
     warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")
-    lr_schedule: str = _f("constant", "After warm-up: constant (T-Food, H-T) or cosine (decay to 0 at "
-                          "the last step, as CLIP and MAE).", choices=("constant", "cosine"))
+    lr_schedule: str = _f("constant", "After warm-up: constant (T-Food), cosine (decay to 0 at the last "
+                          "step, as CLIP and MAE) or step (times train.lr_step_gamma every "
+                          "train.lr_step_epochs epochs: H-T's StepLR).",
+                          choices=("constant", "cosine", "step"))
+    lr_step_epochs: int = _f(30, "lr_schedule=step: epochs between decays (H-T lr_decay_patience: 30).")
+    lr_step_gamma: float = _f(0.1, "lr_schedule=step: the factor of each decay (H-T lr_decay_factor: 0.1).")
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (0 = off; T-Food clip_grad: 8).")
     seed: int = _f(0, "Random seed (model init, data order, masks).")
     device: str = _f("auto", "auto, cpu or cuda.")

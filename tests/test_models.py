@@ -71,10 +71,12 @@ def make_batch(cfg: Config, B: int = 4, seed: int = 0) -> dict:
 
 def expected_parts(cfg: Config) -> dict:
     loss, ratio = cfg.loss, cfg.model.mask.ratio
-    matching = loss.lambda_gc > 0 or loss.lambda_lc > 0
+    matching = loss.lambda_gc > 0 or loss.lambda_lc > 0 or loss.lambda_itm > 0
     distill = loss.lambda_dist > 0 and ratio > 0
     return {"matching": matching, "predictor": distill, "teacher": distill,
-            "mask_token": ratio > 0 and (matching or distill)}
+            "mask_token": ratio > 0 and (matching or distill),
+            "recipe_projectors": loss.lambda_recipe > 0,
+            "decoders": cfg.model.recipe.decoder_layers > 0}
 
 
 @pytest.fixture(autouse=True)
@@ -93,10 +95,13 @@ def test_variant_forward_backward(name, overlay):
 
     # parts a variant switches off do not exist
     names = [n for n, _ in model.named_parameters()]
-    for part in ("matching", "predictor", "teacher"):
+    for part in ("matching", "predictor", "teacher", "recipe_projectors"):
         assert (getattr(model, part) is not None) == parts[part], part
         assert any(n.startswith(part + ".") for n in names) == parts[part], part
     assert (model.image_encoder.mask_token is not None) == parts["mask_token"]
+    assert (model.recipe_encoder.decoders is not None) == parts["decoders"]
+    if parts["matching"]:
+        assert (model.matching.itm_head is not None) == (cfg.loss.lambda_itm > 0)
 
     B, E, P = 4, cfg.model.embed_dim, 16
     C, D = cfg.model.image.embed_dim, cfg.model.matching.width
@@ -121,8 +126,13 @@ def test_variant_forward_backward(name, overlay):
         assert torch.allclose(out["pair_attn"].sum(-1), torch.ones(U, 1 + P), atol=1e-5)
         pad = out["pair_rec_pad"][:, None, :].expand_as(out["pair_attn"])
         assert (out["pair_attn"].masked_select(pad) == 0).all()
+        if cfg.loss.lambda_itm > 0:
+            assert out["pair_itm"].shape == (U, 2)
     else:
         assert "pair_i_att" not in out
+    if parts["recipe_projectors"]:
+        W = cfg.model.recipe.width
+        assert out["rec_components"].shape == (3, B, W) and out["rec_projected"].shape == (6, B, W)
     if parts["predictor"]:
         assert out["dist_pred"].shape == out["dist_target"].shape == (B, P, C)
         assert not out["dist_target"].requires_grad

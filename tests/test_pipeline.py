@@ -41,7 +41,10 @@ def repo(tmp_path_factory) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
-        if (REPO / f).is_file():
+        if (REPO / f).is_symlink():  # malm/variants/{baselines,ablations} -> the top-level folders
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            (dst / f).symlink_to(os.readlink(REPO / f))
+        elif (REPO / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dst / f)
     params = yaml.safe_load((dst / "params.yaml").read_text())

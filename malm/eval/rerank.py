@@ -9,8 +9,9 @@ suite reports both readings of one trained run, each under its own protocol name
 * ``embed_split_tokens`` (``malm.eval.embed``): the token sets psi / psi' read, from the same
   forward as the embeddings (full image, no mask, rows sorted by recipe id).
 * ``PairScorer``: (image row, recipe row) index arrays -> one matching score per pair, batched,
-  under ``torch.inference_mode``, cached across the bags of one split. Score = cos(I_g, R_g) of the
-  fused pair when the model was trained with L_GC, else the mean over patches of the local score
+  under ``torch.inference_mode``, cached across the bags of one split. Score = the ITM head's match
+  logit when the model has one (T-Food's ITM, ``loss.lambda_itm``), else cos(I_g, R_g) of the fused
+  pair when the model was trained with L_GC, else the mean over patches of the local score
   cos(I_att[p], A_I[p] R_att) (L_LC only); temperature-free (the order does not depend on it).
 * ``rerank_ranks``: the 1-based ranks of a bag's true matches after re-ranking, both directions.
 * ``evaluate_rerank`` / ``rerank_run``: a whole protocol x bag setting, and every setting of an
@@ -33,7 +34,8 @@ encoder's; medR can change only when the median rank lies within the top K.
 T-Food instead fills every score past K with -100 and argsorts the whole row, so a true match
 outside the top K sits at an arbitrary position among the N - K tied entries (its medR past K and
 R@k for k > K carry no information), and ties of its score are broken by numpy's sort. Its score is
-its ITM head's match logit (``proj_cross(...)[:, 1]``); MALM's module has no ITM head, so ours is the
+its ITM head's match logit (``proj_cross(...)[:, 1]``), and so is ours for a model with an ITM head
+(the ``tfood`` baseline, ``loss.lambda_itm``); MALM's module has none, so for it ours is the
 temperature-free cosine its losses are built on. Given the same scores, R@1/5/10 (K = 10) and every
 medR within the top K follow the same order as T-Food's, up to those ties.
 """
@@ -129,8 +131,20 @@ def rerank_ranks(sim: torch.Tensor, k: int, score_fn: ScoreFn) -> tuple[torch.Te
 
 # ------------------------------------------------------------------------------ pair scores
 def score_kind(matching) -> str:
-    """'global' (cos(I_g, R_g)) when the module was trained with L_GC, else 'local'."""
+    """'itm' (T-Food's match logit) when the module has an ITM head, else 'global' (cos(I_g, R_g))
+    when it was trained with L_GC, else 'local'."""
+    if getattr(matching, "itm_head", None) is not None:
+        return "itm"
     return "global" if "gc" in matching.scale_names else "local"
+
+
+def fused_score(matching, kind: str, i_att: torch.Tensor, r_att: torch.Tensor,
+                rec_pad: torch.Tensor) -> torch.Tensor:
+    """The score of fused pairs from psi / psi''s outputs: cos(I_g, R_g) (global) or the ITM head's
+    match logit (itm, T-Food's ``proj_cross(...)[:, 1]``). -> [U] float32"""
+    if kind == "itm":
+        return matching.itm_logits(r_att, rec_pad)[:, 1].float()
+    return pair_global_logits(i_att.float(), r_att.float(), rec_pad, 1.0)
 
 
 def pair_scores(matching, img_tokens: torch.Tensor, rec_tokens: torch.Tensor, rec_pad: torch.Tensor,
@@ -138,15 +152,16 @@ def pair_scores(matching, img_tokens: torch.Tensor, rec_tokens: torch.Tensor, re
     """Temperature-free matching score of U aligned pairs (image ``u`` with recipe ``u``).
 
     img_tokens [U, 1+P, C], rec_tokens [U, S, W], rec_pad [U, S] -> [U] float32:
-    global: cos(I_g, R_g) (``pair_global_logits`` at scale 1); local: the mean over the P patches of
-    cos(I_att[p], A_I[p] R_att) (``pair_local_logits`` at scale 1), as the losses score a pair.
+    itm: the ITM head's match logit (T-Food); global: cos(I_g, R_g) (``pair_global_logits`` at
+    scale 1); local: the mean over the P patches of cos(I_att[p], A_I[p] R_att)
+    (``pair_local_logits`` at scale 1), as the losses score a pair.
     """
-    if kind not in ("global", "local"):
-        raise ValueError(f"kind must be global or local, got {kind!r}")
+    if kind not in ("itm", "global", "local"):
+        raise ValueError(f"kind must be itm, global or local, got {kind!r}")
     i_att, attn, r_att = matching.fuse_pairs(img_tokens, rec_tokens, rec_pad,
                                              need_weights=kind == "local")
-    if kind == "global":
-        return pair_global_logits(i_att.float(), r_att.float(), rec_pad, 1.0)
+    if kind != "local":
+        return fused_score(matching, kind, i_att, r_att, rec_pad)
     return pair_local_logits(i_att.float(), attn.float(), r_att.float(), 1.0).mean(1)
 
 
@@ -211,7 +226,7 @@ class PairScorer:
         only the rest runs per pair (``fuse_sides``; equal to ``fuse_pairs`` up to float rounding,
         tested). The local score needs psi's attention weights and fuses each pair whole.
         """
-        if self.kind == "global":
+        if self.kind in ("global", "itm"):
             return self._score_global(img_rows, rec_rows)
         out = []
         for start in range(0, img_rows.shape[0], self.chunk):
@@ -256,7 +271,7 @@ class PairScorer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 i_att, r_att = self.matching.fuse_sides([t.index_select(0, ii) for t in img_side],
                                                         (r, k, v, x_r, q_r), pad)
-                out.append(pair_global_logits(i_att.float(), r_att.float(), pad, 1.0).float().cpu())
+                out.append(fused_score(self.matching, self.kind, i_att, r_att, pad).float().cpu())
         self.scored += img_rows.shape[0]
         return torch.cat(out) if out else torch.empty(0)
 

@@ -1,6 +1,8 @@
 """MALM's total loss (the paper's overall objective, Sec. 3):
-L = lambda_itc L_itc + lambda_gc L_GC + lambda_lc L_LC + lambda_dist L_dist. A term whose weight is
-0 is not computed (dinov2's ``do_*`` flags).
+L = lambda_itc L_itc + lambda_gc L_GC + lambda_lc L_LC + lambda_dist L_dist, and the Table 1 peers'
+terms on the same footing: T-Food's L_itm (lambda_itm) and H-T's recipe loss (lambda_recipe), with
+L_itc in T-Food's or H-T's form (loss.retrieval). A term whose weight is 0 is not computed (dinov2's
+``do_*`` flags).
 
 Every term runs in fp32, also under bf16 autocast. Under DDP, L_itc sees the global batch (the
 embeddings and classes of every rank, gathered with gradients), the matching terms average over
@@ -15,12 +17,19 @@ import torch
 from malm.config import LossConfig
 from malm.losses.contrastive import GlobalContrastiveLoss, LocalContrastiveLoss
 from malm.losses.distill import MaskedDistillLoss
+from malm.losses.ht import HTTripletLoss, RecipeComponentLoss
+from malm.losses.itm import ITMLoss
 from malm.losses.triplet import SemanticTripletLoss
 from malm.models.ops import gather_nograd, gather_with_grad
 
 
-def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss:
-    """T-Food's semantic triplet loss; ``triplet_negatives`` 0 = all negatives (nb_samples 9999)."""
+def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss | HTTripletLoss:
+    """L_itc: T-Food's semantic triplet loss (``triplet_negatives`` 0 = all negatives, nb_samples
+    9999), or H-T's triplet with ``loss.retrieval: ht``."""
+    if cfg.retrieval == "ht":
+        return HTTripletLoss(cfg.ht_margin)
+    if cfg.retrieval != "tfood":
+        raise ValueError(f"loss.retrieval must be tfood or ht, got {cfg.retrieval!r}")
     return SemanticTripletLoss(cfg.margin_start, cfg.margin_step, cfg.margin_max,
                                cfg.semantic_weight, n_negatives=cfg.triplet_negatives or None,
                                aggregation=cfg.triplet_aggregation)
@@ -28,7 +37,8 @@ def triplet_from_config(cfg: LossConfig) -> SemanticTripletLoss:
 
 class MALMCriterion:
     """``__call__(out, batch, epoch) -> dict``: each active ``*_loss`` term, detached logs
-    (irr, rii, sirr, srii, margin, sem_pos_frac, tau_gc, tau_lc) and ``loss`` = the weighted sum.
+    (irr, rii, sirr, srii, margin, sem_pos_frac, tau_gc, tau_lc, itm_acc) and ``loss`` = the
+    weighted sum.
 
     ``distill_beta``: SmoothL1 beta (``model.distill.beta``).
     """
@@ -39,10 +49,14 @@ class MALMCriterion:
         self.do_gc = cfg.lambda_gc > 0
         self.do_lc = cfg.lambda_lc > 0
         self.do_dist = cfg.lambda_dist > 0
+        self.do_itm = cfg.lambda_itm > 0
+        self.do_recipe = cfg.lambda_recipe > 0
         self.triplet = triplet_from_config(cfg) if self.do_itc else None
         self.gc = GlobalContrastiveLoss() if self.do_gc else None
         self.lc = LocalContrastiveLoss() if self.do_lc else None
         self.dist = MaskedDistillLoss(distill_beta) if self.do_dist else None
+        self.itm = ITMLoss() if self.do_itm else None
+        self.recipe = RecipeComponentLoss(cfg.ht_margin) if self.do_recipe else None
 
     def __call__(self, out: dict, batch: dict, epoch: float = 0) -> dict:
         with torch.autocast(out["img_emb"].device.type, enabled=False):
@@ -65,6 +79,15 @@ class MALMCriterion:
             logs.update(fn(out))
             total = total + weight * logs[f"{key}_loss"]
             logs[f"tau_{key}"] = (1.0 / out[f"logit_scale_{key}"]).detach()
+        if self.do_itm:
+            if "pair_itm" not in out:
+                raise KeyError("lambda_itm > 0 but the model output has no ITM logits (was the model "
+                               "built with this loss config?)")
+            logs.update(self.itm(out))
+            total = total + self.cfg.lambda_itm * logs["itm_loss"]
+        if self.do_recipe:
+            logs.update(self.recipe(out))
+            total = total + self.cfg.lambda_recipe * logs["recipe_loss"]
         # no predictor/teacher when mask.ratio == 0 (paper Table 2, 'w/o mask'): L_dist has nothing to predict
         if self.do_dist and "dist_pred" in out:
             logs.update(self.dist({k: out[k].float() if k != "mask" else out[k]

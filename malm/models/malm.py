@@ -19,9 +19,30 @@ from malm.models.heads import EmbeddingHead
 from malm.models.image import ImageEncoder
 from malm.models.matching import TwoLevelMatching
 from malm.models.predictor import Predictor
-from malm.models.recipe import RecipeEncoder
+from malm.models.recipe import COMPONENT_PAIRS, RecipeEncoder
 
 _NO_DECAY = ("pos_embed", "cls_token", "mask_token", "logit_scale", "pos.weight", "embedding.")
+
+
+class ComponentProjectors(nn.Module):
+    """H-T's ``projector_recipes``: for every ordered pair of recipe components (a, b), a linear map
+    of a's embedding into b's space (H-T src/models.py ``JointEmbedding``).
+
+    pooled [B, 3W] (the title / ingredient / instruction means, ``RecipeEncoder``) -> dict
+      rec_components [3, B, W]  the three component embeddings
+      rec_projected  [6, B, W]  component a mapped into b's space, for (a, b) in
+                                ``malm.models.recipe.COMPONENT_PAIRS`` order
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+        self.maps = nn.ModuleList(nn.Linear(width, width) for _ in COMPONENT_PAIRS)
+
+    def forward(self, pooled: torch.Tensor) -> dict:
+        comps = pooled.view(pooled.shape[0], 3, self.width).transpose(0, 1)  # [3, B, W]
+        proj = torch.stack([fc(comps[a]) for (a, _), fc in zip(COMPONENT_PAIRS, self.maps)])
+        return {"rec_components": comps, "rec_projected": proj}
 
 
 class MALM(nn.Module):
@@ -35,12 +56,19 @@ class MALM(nn.Module):
       with matching:  the fused candidate pairs (``TwoLevelMatching``: pair_i_att, pair_attn,
                       pair_r_att, pair_rec_pad, cand_i2r/r2i, target_i2r/r2i, logit_scale_*)
       with distill:   dist_pred [B, P, C], dist_target [B, P, C] (no grad), mask [B, P]
+      with T-Food's ITM (loss.lambda_itm): pair_itm [U, 2], the fused pairs' match logits
+      with H-T's recipe loss (loss.lambda_recipe): rec_components, rec_projected
+                      (``ComponentProjectors``)
+
+    The baselines of Table 1 are this class with parts switched off or on: ``baseline`` (T-Food
+    without ITM) has none of the optional parts, ``tfood`` the matching module with an ITM head and
+    no L_GC / L_LC, ``ht`` no cross-component decoder and the component projectors.
     """
 
     def __init__(self, cfg: ModelConfig, loss: LossConfig, vocab_size: int):
         super().__init__()
         self.use_mask = cfg.mask.ratio > 0
-        self.use_matching = loss.lambda_gc > 0 or loss.lambda_lc > 0
+        self.use_matching = loss.lambda_gc > 0 or loss.lambda_lc > 0 or loss.lambda_itm > 0
         self.use_distill = loss.lambda_dist > 0 and self.use_mask
         needs_patch_tokens = self.use_matching or self.use_distill
         self.image_encoder = ImageEncoder(cfg.image,
@@ -51,8 +79,12 @@ class MALM(nn.Module):
         self.recipe_head = EmbeddingHead(self.recipe_encoder.out_dim, cfg.embed_dim)
         self.matching = (TwoLevelMatching(cfg.matching, C, cfg.recipe.width,
                                           global_loss=loss.lambda_gc > 0,
-                                          local_loss=loss.lambda_lc > 0)
+                                          local_loss=loss.lambda_lc > 0,
+                                          itm=loss.lambda_itm > 0)
                          if self.use_matching else None)
+        # H-T's self-supervised recipe loss: component a's embedding mapped into component b's space
+        self.recipe_projectors = (ComponentProjectors(cfg.recipe.width)
+                                  if loss.lambda_recipe > 0 else None)
         self.predictor = Predictor(cfg.distill, C) if self.use_distill else None
         # the teacher copies the (already weight-loaded) student; it is frozen and never trained
         self.teacher = EMATeacher(self.image_encoder) if self.use_distill else None
@@ -75,6 +107,8 @@ class MALM(nn.Module):
             out = {"img_emb": self.image_head(tokens[:, 0])}
         rec = self.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
         out["rec_emb"] = self.recipe_head(rec["pooled"])
+        if self.recipe_projectors is not None:
+            out.update(self.recipe_projectors(rec["pooled"]))
         if not self.needs_patch_tokens:
             return out
         full = self.image_encoder.fill(tokens, ids_keep)  # I_f [B, 1+P, C]
@@ -135,7 +169,7 @@ class MALM(nn.Module):
           pad [B, S] bool            the recipe tokens' pad mask (True = pad; such columns get 0)
           ingredient_cols [B, I] long  the column of ingredient line k of row b, -1 when the line is
                                      absent (``RecipeEncoder.ingredient_columns``)
-        Raises ValueError without a matching module (loss.lambda_gc = loss.lambda_lc = 0).
+        Raises ValueError without a matching module (loss.lambda_gc = loss.lambda_lc = loss.lambda_itm = 0).
         """
         if self.matching is None:
             raise ValueError("this model has no two-level matching module (loss.lambda_gc = "

@@ -1,5 +1,6 @@
-"""Two-level matching module (spec "Two-level matching module"; training, and test-time re-ranking
-through ``fuse_pairs``).
+"""Two-level matching module (MALM Sec. 3.2; training, and test-time re-ranking through
+``fuse_pairs``), and T-Food's ITM head on the same fused pairs (``itm_logits``; the ``tfood``
+baseline: T-Food's cross decoders are psi and psi' here).
 
 Image and recipe token sets are projected to width D. psi: a transformer decoder where image tokens
 query the recipe tokens; the head-averaged cross-attention weights of its last layer are A_I.
@@ -42,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from malm.config import MatchingConfig
-from malm.models.ops import (gather_nograd, gather_with_grad, max_over_ranks, pad_tokens_to,
-                             safe_key_padding, world_info)
+from malm.models.ops import (gather_nograd, gather_with_grad, masked_mean, max_over_ranks,
+                             pad_tokens_to, safe_key_padding, world_info)
 
 
 class MultiheadAttention(nn.Module):
@@ -193,7 +194,7 @@ class TwoLevelMatching(nn.Module):
     MAX_LOGIT_SCALE = math.log(100.0)
 
     def __init__(self, cfg: MatchingConfig, image_dim: int, recipe_dim: int, *,
-                 global_loss: bool, local_loss: bool):
+                 global_loss: bool, local_loss: bool, itm: bool = False):
         super().__init__()
         if cfg.num_negatives < 1:
             raise ValueError(f"model.matching.num_negatives must be >= 1, got {cfg.num_negatives}")
@@ -204,6 +205,8 @@ class TwoLevelMatching(nn.Module):
         self.psi = CrossDecoder(D, cfg.heads, cfg.psi_layers)
         self.psi_r = CrossDecoder(D, cfg.heads, cfg.psi_prime_layers)
         self.scale_names = [n for n, on in (("gc", global_loss), ("lc", local_loss)) if on]
+        # T-Food's ITM head (networks/trijoint.py proj_cross): match / no-match logits of a pair
+        self.itm_head = nn.Linear(D, 2) if itm else None
         init = torch.tensor(math.log(1.0 / cfg.tau_init))
         for name in self.scale_names:
             if cfg.learn_tau:
@@ -248,7 +251,19 @@ class TwoLevelMatching(nn.Module):
                "cand_r2i": inverse[B * K:].view(B, K), "target_r2i": target_r2i}
         for name in self.scale_names:
             out[f"logit_scale_{name}"] = getattr(self, f"logit_scale_{name}").exp()
+        if self.itm_head is not None:
+            out["pair_itm"] = self.itm_logits(r_att, pad)
         return out
+
+    def itm_logits(self, r_att: torch.Tensor, rec_pad: torch.Tensor) -> torch.Tensor:
+        """T-Food's ITM head on fused pairs: a linear map of psi''s recipe tokens (which attended to
+        the image), pad-masked mean -> [U, 2] (column 1 = match). T-Food applies ``proj_cross`` to
+        every output token of its cross decoder and averages, pads included; the linear map commutes
+        with the mean, so this differs only in leaving the pads out.
+        r_att [U, S, D], rec_pad [U, S] (True = pad)"""
+        if self.itm_head is None:
+            raise ValueError("this matching module has no ITM head (loss.lambda_itm = 0)")
+        return self.itm_head(masked_mean(r_att, rec_pad))
 
     def fuse_pairs(self, img_tokens, rec_tokens, rec_pad, need_weights: bool = True):
         """psi and psi' on aligned pairs: image ``u`` with recipe ``u`` (the path of ``forward``'s

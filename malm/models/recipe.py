@@ -12,8 +12,11 @@ Differences from T-Food's code, all towards H-T (which T-Food builds on) or robu
 - H-T's learned positional encoding on words and on sentences (lost in T-Food's port);
 - absent lines (all-pad sentences) are not encoded at all: only present sentences are packed
   through the word-level transformer (fewer FLOPs, no NaN from all-pad attention rows);
-- pre-norm layers (``norm_first``) with a final LayerNorm, feed-forward width 4W (T-Food: 2048
-  for W=512, the same);
+- pre-norm layers with a final LayerNorm and GELU by default (``model.recipe.norm_first`` /
+  ``activation``: false / relu are H-T's and T-Food's post-norm ReLU layers), feed-forward width 4W
+  (T-Food: 2048 for W=512, the same);
+- ``model.recipe.decoder_layers: 0`` drops the cross-component decoder: H-T's encoder, whose three
+  components meet only in the projection head;
 - the word-level transformer skips padding: lines are grouped by length into
   ``length_buckets`` buckets, each trimmed to its longest line (about 45 % of the word positions
   of a Recipe1M-shaped batch are padding; exact, since pads are masked keys and positions are
@@ -39,6 +42,8 @@ from malm.config import RecipeEncoderConfig
 from malm.models.ops import gather_tokens, masked_mean, safe_key_padding
 
 FIELDS = ("title", "ingrs", "instrs")
+# ordered pairs (a, b), a != b, of recipe components (indices into FIELDS): H-T's recipe loss
+COMPONENT_PAIRS = tuple((a, b) for a in range(3) for b in range(3) if a != b)
 
 
 class LearnedPositions(nn.Module):
@@ -58,11 +63,13 @@ class LearnedPositions(nn.Module):
 
 def _encoder_layer(cfg: RecipeEncoderConfig) -> nn.TransformerEncoderLayer:
     return nn.TransformerEncoderLayer(cfg.width, cfg.heads, 4 * cfg.width, cfg.dropout,
-                                      activation="gelu", batch_first=True, norm_first=True)
+                                      activation=cfg.activation, batch_first=True,
+                                      norm_first=cfg.norm_first)
 
 
 class SequenceEncoder(nn.Module):
-    """Positions + pre-norm transformer encoder over a padded sequence (uses fused SDPA).
+    """Positions + transformer encoder over a padded sequence (uses fused SDPA): pre-norm layers
+    with a final LayerNorm, or post-norm layers without one (``cfg.norm_first``, H-T's).
 
     x: [N, L, W], pad: [N, L] bool (True = pad; all-pad rows allowed) -> [N, L, W]
     """
@@ -71,7 +78,7 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.pos = LearnedPositions(cfg.width, max_len, cfg.dropout)
         self.layers = nn.ModuleList(_encoder_layer(cfg) for _ in range(cfg.layers))
-        self.norm = nn.LayerNorm(cfg.width)
+        self.norm = nn.LayerNorm(cfg.width) if cfg.norm_first else nn.Identity()
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         x = self.pos(x)
@@ -167,7 +174,7 @@ def ingredient_columns(title: torch.Tensor, ingrs: torch.Tensor, instrs: torch.T
 
 
 class RecipeEncoder(nn.Module):
-    """T-Food hierarchical recipe encoder.
+    """T-Food's hierarchical recipe encoder (H-T's with ``decoder_layers`` 0).
 
     forward(title [B, Lt], ingrs [B, Ni, L], instrs [B, Ns, L]) (token ids, 0 = pad) -> dict
       pooled [B, 3W]  concat of the title / ingredient / instruction means (-> projection head)

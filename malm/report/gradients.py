@@ -13,8 +13,9 @@ from typing import Sequence
 import pandas as pd
 
 GROUPS = ("recipe", "word_embedding", "vit")
-TERMS = ("itc", "gc", "lc", "dist")
-TERM_NAMES = {"itc": "L_itc", "gc": "L_GC", "lc": "L_LC", "dist": "L_dist"}
+TERMS = ("itc", "gc", "lc", "dist", "itm", "recipe")
+TERM_NAMES = {"itc": "L_itc", "gc": "L_GC", "lc": "L_LC", "dist": "L_dist", "itm": "L_itm",
+              "recipe": "L_recipe"}
 GROUP_NAMES = {"recipe": "recipe encoder", "word_embedding": "word embedding", "vit": "ViT"}
 
 

@@ -21,7 +21,11 @@ from malm.eval.names import bag_label
 from malm.report.collect import DIRECTIONS, METRICS
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper" / "malm_paper_tables.csv"
-TABLE1_ORDER = ("baseline", "global_only", "no_mask", "no_distill", "malm")  # display order only
+# Table 1's rows of ours, in display order: the paper's systems (variants with a ``paper: table1``
+# row: T-Food without ITM, H-T, T-Food, MALM) with the design card's component steps between the
+# baseline and MALM (global matching only, without masking, without distillation)
+TABLE1_ORDER = ("baseline", "ht", "tfood", "global_only", "no_mask", "no_distill", "malm")
+DESIGN_CARD_STEPS = ("global_only", "no_mask", "no_distill")
 
 
 def paper_table(path: str | os.PathLike = PAPER_CSV) -> pd.DataFrame:
@@ -44,13 +48,14 @@ def paper_lookup(paper: pd.DataFrame):
 
 
 def table_variants(table: int) -> list[str]:
-    """Registered variants of the paper's Table ``table`` (1: the baselines/ folder in display
-    order; 2/3: one per paper row, in the paper CSV's order, the aliased target preferred)."""
+    """Registered variants of the paper's Table ``table`` (1: the variants with a ``table1`` row
+    and the design card's component steps, ``TABLE1_ORDER`` first; 2/3: one per paper row, in the
+    paper CSV's order, the aliased target preferred)."""
     reg = variants_mod.registry()
     if table == 1:
-        baselines = [v for v in reg if reg[v].source.parent.name == "baselines"]
-        return [v for v in TABLE1_ORDER if v in baselines] + \
-            [v for v in baselines if v not in TABLE1_ORDER]
+        rows = [v for v in reg if (reg[v].paper.get("table1") and reg[v].alias_of is None)
+                or v in DESIGN_CARD_STEPS]
+        return [v for v in TABLE1_ORDER if v in rows] + [v for v in sorted(rows) if v not in TABLE1_ORDER]
     out = []
     for method in dict.fromkeys(paper_table().query("table == @table")["method"]):
         cands = sorted((v for v in reg if reg[v].paper.get(f"table{table}") == method),

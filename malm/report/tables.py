@@ -98,13 +98,13 @@ def _is_rerank(protocol: str) -> bool:
 
 
 def has_matching(name: str) -> bool:
-    """Whether registered variant ``name`` builds a matching module (lambda_gc or lambda_lc > 0), so
+    """Whether registered variant ``name`` builds a matching module (lambda_gc, lambda_lc or lambda_itm > 0), so
     that it has a re-ranked reading; True for a name not registered (nothing is assumed away)."""
     try:
         loss = variants_mod.resolve(name).loss
     except Exception:
         return True
-    return loss.lambda_gc > 0 or loss.lambda_lc > 0
+    return loss.lambda_gc > 0 or loss.lambda_lc > 0 or loss.lambda_itm > 0
 
 
 def _no_results(name: str | None, protocol: str) -> str:

@@ -153,8 +153,8 @@ def match_scores(model, img_tokens: torch.Tensor, img_rows: torch.Tensor, rec_to
     from malm.models.recipe import used_length
 
     if model.matching is None:
-        raise ValueError("this run's model has no matching module (lambda_gc = lambda_lc = 0): "
-                         "nothing to re-rank with; search without --rerank")
+        raise ValueError("this run's model has no matching module (lambda_gc = lambda_lc = "
+                         "lambda_itm = 0): nothing to re-rank with; search without --rerank")
     if img_rows.shape != rec_rows.shape:
         raise ValueError(f"image rows {tuple(img_rows.shape)} and recipe rows "
                          f"{tuple(rec_rows.shape)} differ in shape")

@@ -183,7 +183,7 @@ def search(index: Index | str | os.PathLike, photos, k: int = 5, rerank: int = 0
     model = index.model(device)
     if rerank and model.matching is None:
         raise ValueError(f"{index.meta['run_dir']} ({index.meta['variant']}) has no matching module "
-                         "(lambda_gc = lambda_lc = 0): --rerank needs one; search without it")
+                         "(lambda_gc = lambda_lc = lambda_itm = 0): --rerank needs one; search without it")
     dev = next(model.parameters()).device
     cfg = index.config
     amp = bool(cfg.train.amp) and dev.type == "cuda"
@@ -260,7 +260,7 @@ def search_images(index: Index | str | os.PathLike, recipes, k: int = 5, rerank:
     model = index.model(device)
     if rerank and model.matching is None:
         raise ValueError(f"{index.meta['run_dir']} ({index.meta['variant']}) has no matching module "
-                         "(lambda_gc = lambda_lc = 0): --rerank needs one; search without it")
+                         "(lambda_gc = lambda_lc = lambda_itm = 0): --rerank needs one; search without it")
     dev = next(model.parameters()).device
     cfg = index.config
     amp = bool(cfg.train.amp) and dev.type == "cuda"

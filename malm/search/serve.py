@@ -186,12 +186,12 @@ class Searcher:
         self.device = next(self.model.parameters()).device
         if self.rerank and self.model.matching is None:
             raise ValueError(f"{self.index.path}: the run's model has no matching module "
-                             "(lambda_gc = lambda_lc = 0): --rerank needs one")
+                             "(lambda_gc = lambda_lc = lambda_itm = 0): --rerank needs one")
         self.index.gallery("recipe", self.device)
         self.has_attention = self.model.matching is not None
         self.attention_note = None if self.has_attention else (
             f"this run ({self.index.meta.get('variant')}) has no matching module (loss.lambda_gc = "
-            "loss.lambda_lc = 0), so there is no attention map to show")
+            "loss.lambda_lc = loss.lambda_itm = 0), so there is no attention map to show")
         pre = self.index.meta.get("preprocess", {})
         self.det = pre.get("ingredients") == "det"
         self.grid = 0

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 GROUPS = ("recipe", "word_embedding", "vit")
-TERMS = ("itc", "gc", "lc", "dist")
+TERMS = ("itc", "gc", "lc", "dist", "itm", "recipe")
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -11,20 +11,27 @@ from typing import Callable
 
 import numpy as np
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "step")
 
 
-def lr_factor(warmup: int, total: int, schedule: str = "constant") -> Callable[[int], float]:
-    """Linear warmup over ``warmup`` steps, then ``constant`` (1.0) or ``cosine`` (1.0 -> 0.0 at
-    step ``total``; CLIP's and MAE's decay)."""
+def lr_factor(warmup: int, total: int, schedule: str = "constant", step_every: int = 0,
+              gamma: float = 0.1) -> Callable[[int], float]:
+    """Linear warmup over ``warmup`` steps, then ``constant`` (1.0), ``cosine`` (1.0 -> 0.0 at
+    step ``total``; CLIP's and MAE's decay) or ``step`` (``gamma`` ** (steps since the start //
+    ``step_every``); H-T's StepLR, stepped once per epoch there, so ``step_every`` = epochs x steps
+    per epoch)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr schedule {schedule!r}; choose one of {SCHEDULES}")
+    if schedule == "step" and step_every < 1:
+        raise ValueError(f"the step schedule needs step_every >= 1, got {step_every}")
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
+        if schedule == "step":
+            return gamma ** (step // step_every)
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 

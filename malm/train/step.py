@@ -79,7 +79,9 @@ def build_training(cfg: C.Config, vocab_size: int, device: torch.device,
     optimizer = torch.optim.Adam(groups, fused=device.type == "cuda")
     total_steps = steps_per_epoch * cfg.train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(max(cfg.train.warmup_steps, 0), total_steps, cfg.train.lr_schedule))
+        optimizer, lr_factor(max(cfg.train.warmup_steps, 0), total_steps, cfg.train.lr_schedule,
+                             step_every=cfg.train.lr_step_epochs * steps_per_epoch,
+                             gamma=cfg.train.lr_step_gamma))
     seed = cfg.train.seed
 
     def negatives(epoch: int, i: int) -> torch.Generator:
@@ -93,7 +95,8 @@ def build_training(cfg: C.Config, vocab_size: int, device: torch.device,
         momentum=cosine_momentum_schedule(cfg.model.distill.momentum, cfg.model.distill.momentum_end,
                                           cfg.train.epochs, steps_per_epoch),
         loss_weights={"itc": cfg.loss.lambda_itc, "gc": cfg.loss.lambda_gc,
-                      "lc": cfg.loss.lambda_lc, "dist": cfg.loss.lambda_dist},
+                      "lc": cfg.loss.lambda_lc, "dist": cfg.loss.lambda_dist,
+                      "itm": cfg.loss.lambda_itm, "recipe": cfg.loss.lambda_recipe},
         generator=negatives)
 
 

@@ -1,8 +1,12 @@
 """The variant registry: every baseline and ablation is a named YAML overlay of the config tree.
 
-The variant files ship inside the package (``malm/variants/baselines/*.yaml``,
-``malm/variants/ablations/*.yaml``, package data), so a plain ``pip install`` has them; edit them
-there. A variant file holds::
+The variant files live at the top of the repository, sorted by meaning: ``baselines/`` holds the
+systems of the paper's Table 1 (H-T, T-Food, T-Food without ITM = ``baseline``, MALM) and
+``ablations/`` the component ablations (the Table 2 rows, the Table 3 mask ratios, the design
+card's steps; its ``grids/`` are the Slurm grids over them). ``malm/variants/baselines`` and
+``malm/variants/ablations`` are links to those two folders, so a plain (non-editable)
+``pip install`` ships them as package data. Which table a variant belongs to is its file's
+``paper:`` key, never its folder (``tables``, ``by_table``). A variant file holds::
 
     display: +LLC                 # the name the tables print
     description: ...
@@ -37,6 +41,30 @@ class Variant:
     alias_of: str | None = None
     paper: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def tables(self) -> list[str]:
+        """The paper tables with a row for this variant (``paper:`` keys: table1, table2, ...)."""
+        return sorted(k for k in self.paper if k in TABLES)
+
+
+# the groups of `malm variants`: the paper's tables, then the variants with no paper row
+TABLES = {"table1": "Table 1: systems (baselines/)",
+          "table2": "Table 2: components",
+          "table3": "Table 3: image mask ratio"}
+NO_TABLE = "Other ablations (no row in the paper)"
+
+
+def by_table(reg: Mapping[str, Variant] | None = None) -> dict[str, list[Variant]]:
+    """Group heading -> the variants with a row in that table (``paper:`` key), in name order; a
+    variant with rows in several tables is listed under each; ``NO_TABLE`` collects the rest."""
+    reg = registry() if reg is None else reg
+    groups: dict[str, list[Variant]] = {title: [] for title in (*TABLES.values(), NO_TABLE)}
+    for name in sorted(reg):
+        v = reg[name]
+        for t in v.tables or [None]:
+            groups[TABLES[t] if t else NO_TABLE].append(v)
+    return {k: vs for k, vs in groups.items() if vs}
+
 
 def registry(dirs: tuple[Path, ...] = VARIANT_DIRS) -> dict[str, Variant]:
     """All variants by name, aliases resolved to their target's overlay."""
@@ -47,6 +75,9 @@ def registry(dirs: tuple[Path, ...] = VARIANT_DIRS) -> dict[str, Variant]:
             unknown = set(spec) - {"display", "description", "overlay", "alias_of", "paper"}
             if unknown:
                 raise ConfigError(f"{path}: unknown variant keys {sorted(unknown)}")
+            bad = set(spec.get("paper") or {}) - set(TABLES)
+            if bad:
+                raise ConfigError(f"{path}: paper: keys must be {', '.join(TABLES)}, got {sorted(bad)}")
             if path.stem in raw:
                 raise ConfigError(f"variant '{path.stem}' defined twice: {raw[path.stem].source}, {path}")
             raw[path.stem] = Variant(
