@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="Training seed of every cell.")
     ap.add_argument("--jobs", type=int, default=1,
                     help="Cells trained at once (each with train.threads = cores // jobs).")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="train.threads of every cell (default: cores // jobs with --jobs > 1, else "
+                         "the config's); a runtime key, it does not change what a cell computes.")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
     point, rows, choices = dict(BASE), [], {}
     for knob, keys, grid, variants in KNOBS:
         scores: list = []
-        threads = max(1, (os.cpu_count() or 2) // args.jobs) if args.jobs > 1 else 0
+        threads = args.threads or (max(1, (os.cpu_count() or 2) // args.jobs) if args.jobs > 1 else 0)
 
         def run_values(values: list) -> None:  # every cell of these values, --jobs at a time
             cells = [(v, var) for v in values for var in variants]
