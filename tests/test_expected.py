@@ -228,14 +228,19 @@ def test_paper_file_is_the_papers_tables(tmp_path):
         (E.EXPECTED_DIR / "paper.csv").read_text()
     table, rule, header = E.read_expected(E.EXPECTED_DIR / "paper.csv")
     assert rule == E.PAPER_RULE and "rule.floor_recall: 2" in header
-    assert set(table["variant"]) == {"baseline", "malm", "llc", "no_distill", "mask_both", "mask_0.25",
-                                     "mask_0.5", "mask_0.9"}
+    assert set(table["variant"]) == {"baseline", "ht", "tfood", "malm", "llc", "no_distill", "mask_both",
+                                     "mask_0.25", "mask_0.5", "mask_0.9"}
     t = table.set_index(["variant", "protocol", "bag_size", "direction", "metric"])
     malm = t.loc[("malm", "tfood+rerank10", 10000, "img2rec", "R@1")]
     assert malm.expected == 45.9 and malm.n_bags == 5 and malm.tolerance == 2.0
     assert "Table 1 'MALM'" in malm.source and "prints 44.2" in malm.source
     assert t.loc[("baseline", "tfood", 1000, "rec2img", "medR")].tolerance == 1.0
-    assert not any(p.endswith("rerank10") for p in table.loc[table.variant == "baseline", "protocol"])
+    assert not any(p.endswith("rerank10") for p in table.loc[table.variant.isin(["baseline", "ht"]),
+                                                              "protocol"])
+    # T-Food's 72.3 is its re-ranked reading (CrossTrijoint, k_test 10): the tfood variant's ITM head
+    tfood = t.loc[("tfood", "tfood+rerank10", 1000, "img2rec", "R@1")]
+    assert tfood.expected == 72.3 and "T-Food (CLIP-ViT)" in tfood.source
+    assert t.loc[("ht", "tfood", 1000, "img2rec", "R@1")].expected == 64.2
 
 
 def test_smoke_file_reads():
