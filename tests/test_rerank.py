@@ -167,7 +167,7 @@ def _tiny_model(variant: str):
     return model, make_batch(cfg, B=4)
 
 
-@pytest.mark.parametrize("variant,kind", [("malm", "global"), ("llc", "local")])
+@pytest.mark.parametrize("variant,kind", [("malm", "global"), ("llc", "local"), ("tfood", "itm")])
 def test_pair_scorer_equals_the_training_path(variant, kind):
     """Every (image i, recipe j) score of the scorer = the same pair's temperature-free logit from
     TwoLevelMatching.forward (all B^2 pairs fused, ``candidates: batch``), through chunks of 3
@@ -181,7 +181,9 @@ def test_pair_scorer_equals_the_training_path(variant, kind):
         rec = model.recipe_encoder(batch["title"], batch["ingrs"], batch["instrs"])
         emb_i, emb_r = model.image_head(img_tok[:, 0]), model.recipe_head(rec["pooled"])
         out = model.matching(img_tok, rec["tokens"], rec["pad"], emb_i, emb_r)
-        if kind == "global":
+        if kind == "itm":  # T-Food: the ITM head's match logit of the fused pair
+            s = out["pair_itm"][:, 1]
+        elif kind == "global":
             s = pair_global_logits(out["pair_i_att"], out["pair_r_att"], out["pair_rec_pad"], 1.0)
         else:
             s = pair_local_logits(out["pair_i_att"], out["pair_attn"], out["pair_r_att"], 1.0).mean(1)
