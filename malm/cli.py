@@ -209,6 +209,24 @@ def cmd_grounding(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assess(args: argparse.Namespace) -> int:
+    cfg = build_base_config(args, ("eval", "grounding", "slurm"))
+    from malm.launch.stage import run_stage
+
+    if args.figure and not args.grounding:
+        raise C.ConfigError("--grounding-figure needs --grounding (the JSON the score is written to)")
+    res = run_stage("assess", cfg, args.executor, run_dir=args.run_dir, emb_out=args.emb,
+                    metrics_dir=args.metrics_dir, grounding_out=args.grounding, figure=args.figure,
+                    checkpoint=args.checkpoint, progress=not args.quiet)
+    if res is None:  # a non-zero rank of a multi-task job
+        return 0
+    files = res["files"]
+    for path in [files["embeddings"], *files["metrics"], *([files["grounding"]] if "grounding" in files else [])]:
+        print(path)
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res["seconds"].items()))
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from malm.report.write import build_tables
 
@@ -431,6 +449,42 @@ def make_parser(data_import: bool = False) -> argparse.ArgumentParser:
     _add_config_args(p, variant=False, keys=" of the grounding section, e.g. grounding.pairs=64 "
                                             "grounding.rule=overlap")
     p.set_defaults(func=cmd_grounding, command_name="grounding")
+
+    # assess
+    p = sub.add_parser(
+        "assess", formatter_class=fmt,
+        help="Embed, evaluate (+ re-rank) and ground one trained run in one process (the pipeline's "
+             "assess stage).",
+        description="What `malm embed`, `malm evaluate --out-dir --run-dir` and `malm grounding` do "
+                    "for one run, with one start-up, one model load and one forward over the split: "
+                    "embed eval.split with the run's checkpoint -> EMB.npz; every protocol x bag of "
+                    "`eval` -> METRICS_DIR/<protocol>_<bag>.json, and for a model with a matching "
+                    "module each query's top eval.rerank_k re-ranked by it -> "
+                    "<protocol>+rerank<k>_<bag>.json (from the token sets of the same forward); with "
+                    "--grounding, the pointing game of `malm grounding` (synthetic data only). The "
+                    "files are the same as those commands write. Settings: the eval and grounding "
+                    "sections of the --config files, then eval.* / grounding.* overrides; the model, "
+                    "data and cache are the run's own (its config.yaml).",
+        epilog="Config keys:\n" + section_help("eval", "grounding"))
+    p.add_argument("--run-dir", required=True, help="A trained run directory (config.yaml + checkpoints).")
+    p.add_argument("--emb", required=True, metavar="EMB",
+                   help="Write the embeddings of eval.split here (.npz, as `malm embed --out`).")
+    p.add_argument("--metrics-dir", required=True,
+                   help="Write one JSON per protocol x bag (and re-ranked reading) here, as `malm "
+                        "evaluate --out-dir`.")
+    p.add_argument("--grounding", default=None, metavar="JSON",
+                   help="Also score grounding and write its JSON here (as `malm grounding --out`); a "
+                        "variant without a matching module gets a note. Default: no grounding.")
+    p.add_argument("--grounding-figure", dest="figure", default=None, metavar="PNG",
+                   help="With --grounding: the attention-map figure (as `malm grounding --figure`).")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="best = the epoch with the best validation medR, then R@1 (checkpoint_best.pt); "
+                        "last = checkpoint.pt. Default: best. (Grounding uses grounding.checkpoint.)")
+    p.add_argument("--quiet", action="store_true", help="No progress bars.")
+    _add_config_args(p, variant=False, keys=" of the eval, grounding (and slurm) sections, e.g. "
+                                            "eval.rerank_k=0 grounding.pairs=64")
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_assess, command_name="assess")
 
     # tables
     p = sub.add_parser("tables", help="Collect metrics JSON into tidy CSV/parquet, Markdown tables, figures.",

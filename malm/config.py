@@ -453,7 +453,7 @@ class ConvergeConfig:
 class SlurmConfig:
     """Where stages run, and the Slurm resources of a job (section ``slurm``)."""
 
-    executor: str = _f("inline", "How train/embed/evaluate stages run: inline (in this process), slurm "
+    executor: str = _f("inline", "How train/assess/embed/evaluate stages run: inline (in this process), slurm "
                        "(a Slurm job through submitit; the command blocks until it ends), local (a "
                        "submitit subprocess on this machine) or debug (submitit in-process).")
     partition: str | None = _f(None, "Slurm partition (null = the cluster's default).")

@@ -206,10 +206,10 @@ def test_every_value_params_yaml_changes_is_documented():
     assert not undocumented, f"params.yaml sections with overrides but no comment: {undocumented}"
 
 
-def test_the_dvc_grounding_stage_tracks_every_grounding_key_of_params_yaml():
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["grounding"]
+def test_the_dvc_assess_stage_tracks_every_grounding_and_eval_key_of_params_yaml():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["assess"]
     keys = [f"grounding.{f}" for f in C.GroundingConfig.__dataclass_fields__]
-    assert set(stage["params"]) == {*keys, "eval.split"}
+    assert set(stage["params"]) == {*keys, "eval"}
     assert set(yaml.safe_load(PARAMS.read_text())["grounding"]) == set(C.GroundingConfig.__dataclass_fields__)
     assert "--config params.yaml" in stage["cmd"] and "--limit" not in stage["cmd"]
 

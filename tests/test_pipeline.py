@@ -19,8 +19,8 @@ DVC = str(Path(sys.executable).parent / "dvc")
 
 
 TRACE = Path(__file__).resolve().parent / "trace"  # sitecustomize: which malm files a process read
-STAGE_OF_COMMAND = {"data": "prepare", "pretrain": "pretrain", "train": "train", "embed": "embed",
-                    "evaluate": "evaluate", "grounding": "grounding", "tables": "tables"}
+STAGE_OF_COMMAND = {"data": "prepare", "pretrain": "pretrain", "train": "train", "assess": "assess",
+                    "tables": "tables"}
 
 
 def sh(cmd: list[str], cwd: Path, timeout: float = 900, trace: Path | None = None) -> subprocess.CompletedProcess:
@@ -123,7 +123,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     trace = tmp_path / "trace"
     trace.mkdir()
     p = sh([DVC, "repro"], repo, trace=trace)
-    assert ran_stages(p.stdout) >= {"prepare", "pretrain", "grounding@malm-0", "train@baseline-0", "train@malm-0", "tables", "report"}
+    assert ran_stages(p.stdout) >= {"prepare", "pretrain", "assess@malm-0", "assess@baseline-0", "train@baseline-0", "train@malm-0", "tables", "report"}
     assert (repo / "results/tables/tables.md").read_text().count("± ") > 0
     assert (repo / "results/summary.json").exists()
     assert list((repo / "results/figures").glob("recall_*.png"))
@@ -160,7 +160,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
 
     # editing code marks exactly the stages that read it as changed
     for edited, must, must_not in [("malm/variants/__init__.py", {"train@malm-0", "train@baseline-0"}, {"prepare"}),
-                                   ("malm/eval/grounding.py", {"grounding@malm-0"}, {"train@malm-0", "prepare"}),
+                                   ("malm/eval/grounding.py", {"assess@malm-0"}, {"train@malm-0", "prepare"}),
                                    ("malm/eval/stats.py", {"tables", "report"}, {"prepare", "pretrain"})]:
         original = (repo / edited).read_text()
         (repo / edited).write_text(original + "\n# edited\n")
@@ -173,7 +173,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     p = sh([DVC, "repro"], repo)
     ran = ran_stages(p.stdout)
-    assert {"train@malm-0", "embed@malm-0", "evaluate@malm-0", "grounding@malm-0", "tables"} <= ran, ran
+    assert {"train@malm-0", "assess@malm-0", "tables"} <= ran, ran
     assert not any("baseline" in s for s in ran) and not {"prepare", "pretrain"} & ran, ran
 
     # what people share is DVC-cached: push it to a (local-directory) remote, lose the workspace

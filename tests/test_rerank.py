@@ -450,3 +450,63 @@ def test_shared_sides_equal_fusing_each_pair_whole(psi_layers, psi_prime_layers)
     with torch.inference_mode():
         whole = pair_scores(m, tokens.take_image(i), rec, rpad, "global")
     torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- `malm assess` (the pipeline's stage)
+TIMING_AND_PATHS = {"embeddings", "run_dir", "rerank_seconds", "token_pass_seconds", "figure"}
+
+
+def _same_result(a: dict, b: dict) -> bool:
+    return ({k: v for k, v in a.items() if k not in TIMING_AND_PATHS}
+            == {k: v for k, v in b.items() if k not in TIMING_AND_PATHS})
+
+
+@pytest.mark.parametrize("variant", ["malm", "baseline"])
+def test_assess_writes_what_embed_evaluate_and_grounding_write(trained, variant, capsys):
+    """One process, one forward: the same arrays, results and grounding as the three commands."""
+    import numpy as np
+
+    from malm.cli import main
+
+    root, runs = trained
+    sep, one = root / f"sep_{variant}", root / f"assess_{variant}"
+    assert main(["evaluate", "--emb", str(root / f"{variant}.npz"), "--config", str(SMOKE),
+                 "--out-dir", str(sep / "metrics"), "--run-dir", str(runs[variant])]) == 0
+    assert main(["grounding", "--run-dir", str(runs[variant]), "--config", str(SMOKE), "--quiet",
+                 "--out", str(sep / "grounding.json"), "grounding.pairs=40"]) == 0
+    capsys.readouterr()
+    assert main(["assess", "--run-dir", str(runs[variant]), "--config", str(SMOKE), "--quiet",
+                 "--emb", str(one / "test.npz"), "--metrics-dir", str(one / "metrics"),
+                 "--grounding", str(one / "grounding.json"), "--grounding-figure", str(one / "g.png"),
+                 "grounding.pairs=40"]) == 0
+    printed = capsys.readouterr().out
+    assert str(one / "test.npz") in printed and "seconds: load" in printed
+
+    with np.load(root / f"{variant}.npz") as a, np.load(one / "test.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k  # bit for bit
+    names = sorted(p.name for p in (sep / "metrics").glob("*.json"))
+    assert names == sorted(p.name for p in (one / "metrics").glob("*.json"))
+    assert any("rerank" in n for n in names) == (variant == "malm")
+    for name in names:
+        a = json.loads((sep / "metrics" / name).read_text())
+        b = json.loads((one / "metrics" / name).read_text())
+        assert _same_result(a, b), name
+        assert b["embeddings"] == str(one / "test.npz")
+    ga = json.loads((sep / "grounding.json").read_text())
+    gb = json.loads((one / "grounding.json").read_text())
+    assert _same_result(ga, gb)
+    assert gb["has_matching"] == (variant == "malm")
+    assert (one / "g.png").exists() == (variant == "malm")
+
+
+def test_assess_refuses_a_figure_without_grounding(trained, tmp_path, capsys):
+    from malm.cli import main
+
+    _, runs = trained
+    assert main(["assess", "--run-dir", str(runs["malm"]), "--config", str(SMOKE), "--emb",
+                 str(tmp_path / "e.npz"), "--metrics-dir", str(tmp_path / "m"), "--grounding-figure",
+                 str(tmp_path / "g.png")]) == 2
+    assert "--grounding-figure needs --grounding" in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()  # refused before any work

@@ -241,15 +241,22 @@ def run_grounding(run_dir: str | os.PathLike, truth_path: str | os.PathLike | No
                   out: str | os.PathLike | None = None, figure: str | os.PathLike | None = None, *,
                   split: str = "test", limit: int | None = None, rule: str = "centre",
                   min_visible: float = 0.0, checkpoint: str = "best", batch_size: int = 64,
-                  n_examples: int = 4, device: str = "auto", progress: bool = False) -> dict:
+                  n_examples: int = 4, device: str = "auto", progress: bool = False,
+                  trained: tuple | None = None) -> dict:
     """Score a trained run; write ``out`` (JSON) and ``figure`` (PNG) when given; return the result.
 
     ``truth_path`` defaults to ``<data.root>/synth_truth.json`` of the run's config. A variant
     without a matching module gives ``{"has_matching": false, "reason": ...}`` (also written to
     ``out``) instead of an error, so a stage over every variant does not stop at the baseline.
+    ``trained``: what ``load_trained(run_dir, device, checkpoint)`` returned, when the caller has
+    already loaded it (``malm.eval.assess``); else it is loaded here.
     """
     dev = resolve_device(device)
-    model, cfg, cache_dir, info = load_trained(run_dir, dev, checkpoint)
+    if trained is None:
+        trained = load_trained(run_dir, dev, checkpoint)
+    else:
+        dev = next(trained[0].parameters()).device
+    model, cfg, cache_dir, info = trained
     truth_path = Path(truth_path) if truth_path else Path(cfg.data.root) / "synth_truth.json"
     head = {"schema": SCHEMA, "run_dir": str(run_dir), "variant": cfg.variant, **info,
             "truth": str(truth_path)}

@@ -318,6 +318,27 @@ def rerank_protocols(eval_cfg: C.EvalConfig) -> list[str]:
     return [p for p in eval_cfg.protocols if p in set(eval_cfg.rerank_protocols)]
 
 
+def rerank_selection(eval_cfg: C.EvalConfig, settings: Sequence[tuple[str, int, int]]
+                     ) -> tuple[list[tuple[str, int, int]], str]:
+    """The settings of ``settings`` that ``eval`` re-ranks, and, when there are none, why."""
+    k = eval_cfg.rerank_k
+    if k < 0:
+        raise ValueError(f"eval.rerank_k must be >= 0, got {k}")
+    if k == 0:
+        return [], "eval.rerank_k = 0: no re-ranked results"
+    sizes, protocols = set(rerank_bag_sizes(eval_cfg)), set(rerank_protocols(eval_cfg))
+    settings = [s for s in settings if s[0] in protocols and s[1] in sizes]
+    if not settings:
+        return [], (f"eval.rerank_protocols {eval_cfg.rerank_protocols} x eval.rerank_bags "
+                    f"{eval_cfg.rerank_bags} select none of the evaluated settings")
+    return settings, ""
+
+
+def no_matching_reason(run_dir: str | os.PathLike, variant: str) -> str:
+    return (f"{run_dir} ({variant}) has no matching module (lambda_gc = lambda_lc = lambda_itm = 0): "
+            "no re-ranked results, the dual encoder is its only reading")
+
+
 def rerank_run(emb: str | os.PathLike, run_dir: str | os.PathLike, eval_cfg: C.EvalConfig,
                settings: Sequence[tuple[str, int, int]], *, device: str | torch.device | None = None,
                chunk: int = 2048, progress: bool = True) -> tuple[list[dict], str]:
@@ -330,17 +351,11 @@ def rerank_run(emb: str | os.PathLike, run_dir: str | os.PathLike, eval_cfg: C.E
     through it once more for its token sets, and the recomputed embeddings must equal the file's
     (same ids, max |difference| <= 1e-3; 5e-2 under bf16) -- so the cosine top K and the matching
     scores come from one model. Each result records the run, checkpoint and scoring.
+    (``malm.eval.assess`` keeps the token sets of its one forward instead: ``rerank_scored``.)
     """
-    k = eval_cfg.rerank_k
-    if k < 0:
-        raise ValueError(f"eval.rerank_k must be >= 0, got {k}")
-    if k == 0:
-        return [], "eval.rerank_k = 0: no re-ranked results"
-    sizes, protocols = set(rerank_bag_sizes(eval_cfg)), set(rerank_protocols(eval_cfg))
-    settings = [s for s in settings if s[0] in protocols and s[1] in sizes]
+    settings, why = rerank_selection(eval_cfg, settings)
     if not settings:
-        return [], (f"eval.rerank_protocols {eval_cfg.rerank_protocols} x eval.rerank_bags "
-                    f"{eval_cfg.rerank_bags} select none of the evaluated settings")
+        return [], why
     prov = embedding_provenance(emb)
     if "checkpoint" not in prov:
         raise ValueError(f"{emb} does not record which checkpoint made it; re-embed it (malm embed) "
@@ -348,8 +363,7 @@ def rerank_run(emb: str | os.PathLike, run_dir: str | os.PathLike, eval_cfg: C.E
     device = resolve_device("auto") if device is None else torch.device(device)
     model, cfg, cache_dir, info = load_trained(run_dir, device, prov["checkpoint"])
     if model.matching is None:
-        return [], (f"{run_dir} ({cfg.variant}) has no matching module (lambda_gc = lambda_lc = 0): "
-                    "no re-ranked results, the dual encoder is its only reading")
+        return [], no_matching_reason(run_dir, cfg.variant)
     if "checkpoint_epoch" in prov and prov["checkpoint_epoch"] != info["checkpoint_epoch"]:
         raise ValueError(f"{emb} was made by epoch {prov['checkpoint_epoch']} of the {prov['checkpoint']} "
                          f"checkpoint, {run_dir} now holds epoch {info['checkpoint_epoch']}: re-embed")
@@ -369,6 +383,19 @@ def rerank_run(emb: str | os.PathLike, run_dir: str | os.PathLike, eval_cfg: C.E
     if diff > _EMB_TOL[amp]:
         raise ValueError(f"{emb} was not made by {run_dir}'s {prov['checkpoint']} checkpoint "
                          f"(recomputed embeddings differ by up to {diff:.3g}): re-embed")
+    return rerank_scored(model, info, image, recipe, ids, tokens, eval_cfg, settings, emb=emb,
+                         run_dir=run_dir, device=device, amp=amp, chunk=chunk,
+                         token_pass_seconds=t_tokens)
+
+
+def rerank_scored(model, info: dict, image: np.ndarray, recipe: np.ndarray, ids: np.ndarray,
+                  tokens: SplitTokens, eval_cfg: C.EvalConfig, settings: Sequence[tuple[str, int, int]],
+                  *, emb: str | os.PathLike, run_dir: str | os.PathLike, device: torch.device,
+                  amp: bool = False, chunk: int = 2048, token_pass_seconds: float = 0.0
+                  ) -> tuple[list[dict], str]:
+    """Re-rank ``settings`` (already selected: ``rerank_selection``) with ``model``'s matching module
+    on the token sets of the same forward that made ``image`` / ``recipe`` (id-sorted rows)."""
+    k = eval_cfg.rerank_k
     if device.type == "cuda" and tokens.nbytes < 0.5 * torch.cuda.mem_get_info(device)[0]:
         tokens = tokens.to(device)  # else every chunk's tokens cross PCIe (~0.35 MB a pair at ViT-B/16)
     scorer = PairScorer(model.matching, tokens, device, chunk=chunk, amp=amp)
@@ -380,7 +407,7 @@ def rerank_run(emb: str | os.PathLike, run_dir: str | os.PathLike, eval_cfg: C.E
         res.update({"embeddings": str(emb), "run_dir": str(run_dir), **info,
                     "rerank_score": scorer.kind, "rerank_pairs_scored": scorer.scored - before,
                     "rerank_seconds": round(time.perf_counter() - t1, 3),
-                    "token_pass_seconds": round(t_tokens, 3)})
+                    "token_pass_seconds": round(token_pass_seconds, 3)})
         results.append(res)
     return results, (f"re-ranked the top {k} with {run_dir}'s matching module ({scorer.kind} score, "
                      f"{info['checkpoint']} checkpoint, epoch {info['checkpoint_epoch']}): "

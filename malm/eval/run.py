@@ -47,11 +47,7 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
     a matching module, also ``out_dir/<protocol>+rerank<k>_<bag>.json`` for each bag size of
     ``eval.rerank_bags`` (``malm.eval.rerank``); otherwise a log line says why there are none.
     """
-    written, settings = [], []
-    for result, setting in evaluate_bags(emb, eval_cfg):
-        result.update(embedding_provenance(emb))
-        written.append(_write_result(result, out_dir))
-        settings.append(setting)
+    written, settings = evaluate_dual(emb, eval_cfg, out_dir)
     if run_dir is None:
         log.info("no --run-dir: no re-ranked results (the matching module needs the trained run)")
         return written
@@ -59,8 +55,23 @@ def evaluate_all(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | 
 
     results, why = rerank_run(emb, run_dir, eval_cfg, settings, progress=progress)
     log.info("%s", why)
-    written += [_write_result(r, out_dir) for r in results]
-    return written
+    return written + write_results(results, out_dir)
+
+
+def evaluate_dual(emb: str | os.PathLike, eval_cfg: C.EvalConfig, out_dir: str | os.PathLike
+                  ) -> tuple[list[Path], list[tuple[str, int, int]]]:
+    """The dual-encoder results of every protocol x bag -> (files written, their settings)."""
+    written, settings = [], []
+    for result, setting in evaluate_bags(emb, eval_cfg):
+        result.update(embedding_provenance(emb))
+        written.append(_write_result(result, out_dir))
+        settings.append(setting)
+    return written, settings
+
+
+def write_results(results: list[dict], out_dir: str | os.PathLike) -> list[Path]:
+    """``out_dir/<protocol>_<bag>.json`` for each result (atomically), with a log line each."""
+    return [_write_result(r, out_dir) for r in results]
 
 
 def _write_result(result: dict, out_dir: str | os.PathLike) -> Path:

@@ -167,11 +167,9 @@ def _run_one(run: Run, executor: str | None, progress: bool) -> dict[str, Any]:
         steps.append("trained")
     if run.evaluated():
         steps.append("evaluated before")
-    else:  # `malm embed --checkpoint best`, then `malm evaluate --out-dir --run-dir`, as dvc.yaml
-        run_stage("embed", C.load(run.run_dir / "config.yaml"), executor, run_dir=str(run.run_dir),
-                  split=run.cfg.eval.split, out=str(run.emb), checkpoint="best", progress=progress)
-        run_stage("evaluate", run.cfg, executor, emb=str(run.emb), out_dir=str(run.metrics_dir),
-                  run_dir=str(run.run_dir), progress=progress)
+    else:  # `malm assess` without grounding: embed with the best checkpoint, evaluate, re-rank
+        run_stage("assess", run.cfg, executor, run_dir=str(run.run_dir), emb_out=str(run.emb),
+                  metrics_dir=str(run.metrics_dir), checkpoint="best", progress=progress)
         steps.append("embedded + evaluated")
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     return {"variant": run.variant, "seed": run.seed, "run_dir": str(run.run_dir),

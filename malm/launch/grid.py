@@ -101,9 +101,10 @@ class CellJob(StageJob):
         if env.global_rank != 0:
             return None
         emb = run_dir / f"{cfg.eval.split}_embeddings.npz"
-        if not emb.exists():
-            _run_inline("embed", cfg, {"run_dir": run_dir, "split": cfg.eval.split, "out": emb,
-                                       "progress": False})
+        if not emb.exists():  # embed + evaluate (+ re-rank) in one pass over the split
+            return _run_inline("assess", cfg, {"run_dir": run_dir, "emb_out": emb,
+                                               "metrics_dir": metrics_dir, "progress": False}
+                               )["files"]["metrics"]
         return _run_inline("evaluate", cfg, {"emb": emb, "out_dir": metrics_dir, "run_dir": run_dir,
                                              "progress": False})
 

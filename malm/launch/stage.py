@@ -1,6 +1,7 @@
 """The pipeline's stages as pure functions, and one way to run any of them inline or as a job.
 
-``dvc repro`` calls ``malm train|embed|evaluate`` on the login node; with ``slurm.executor=slurm``
+``dvc repro`` calls ``malm train|assess`` on the login node (``malm embed|evaluate`` run the parts
+of ``assess`` one at a time); with ``slurm.executor=slurm``
 each command submits its stage through submitit and blocks until the job ends, so DVC drives the
 cluster without ever running inside a job (which would lock the repo).
 """
@@ -36,6 +37,12 @@ def _run_inline(stage: str, cfg: C.Config, kwargs: dict[str, Any]) -> Any:
         return [str(p) for p in evaluate_all(kwargs["emb"], cfg.eval, kwargs["out_dir"],
                                              run_dir=kwargs.get("run_dir"),
                                              progress=kwargs.get("progress", True))]
+    if stage == "assess":
+        from malm.eval.assess import assess
+
+        return assess(kwargs["run_dir"], cfg, kwargs["emb_out"], kwargs["metrics_dir"],
+                      kwargs.get("grounding_out"), kwargs.get("figure"),
+                      checkpoint=kwargs.get("checkpoint", "best"), progress=kwargs.get("progress", True))
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -56,7 +63,7 @@ class StageJob(Checkpointable):
         if env.num_tasks > 1:  # DDP: RANK, WORLD_SIZE, MASTER_ADDR/PORT, LOCAL_RANK for torch
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             if self.stage != "train" and env.global_rank != 0:
-                return None  # embed/evaluate run on rank 0 only
+                return None  # embed/evaluate/assess run on rank 0 only
         return _run_inline(self.stage, C.from_dict(cfg_dict), kwargs)
 
 
