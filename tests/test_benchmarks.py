@@ -203,3 +203,18 @@ def test_rerank_bench_times_a_bag_and_projects_the_paper_cost():
     assert "PROJECTION (FLOP count, not a measurement)" in p.stdout
     gflop = float(p.stdout.split(" GFLOP per fused pair")[0].rsplit(" ", 1)[1])
     assert 7.0 < gflop < 9.0  # psi (1 layer) + psi' (4 layers) at width 768, 197 x 50 tokens
+
+
+def test_bench_parallel_runs_times_both_modes(tmp_path):
+    """The side-by-side throughput bench runs the real training step in both modes and writes its figures."""
+    out = tmp_path / "parallel.json"
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_parallel_runs.py"), "--config", "small",
+                        "--batch", "4", "--steps", "1", "--warmup", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "side by side / one process" in p.stdout
+    res = json.loads(out.read_text())
+    assert (res["one_process"]["procs"], res["one_process"]["threads_each"]) == (1, 2)
+    assert (res["side_by_side"]["procs"], res["side_by_side"]["threads_each"]) == (2, 1)
+    assert res["side_by_side"]["samples"] == 2 * res["one_process"]["samples"] == 8
+    assert res["throughput_ratio"] > 0 and len(res["side_by_side"]["seconds_per_process"]) == 2
