@@ -198,7 +198,7 @@ def cmd_grounding(args: argparse.Namespace) -> int:
                         limit=g.pairs, rule=g.rule, min_visible=g.min_visible,
                         checkpoint=g.checkpoint, batch_size=g.batch_size,
                         n_examples=g.examples, device=g.device, progress=not args.quiet)
-    if not res["has_matching"]:
+    if "accuracy" not in res:  # a note: no matching module, or no boxes to score against
         print(f"grounding: {res['reason']}" + (f" (recorded in {args.out})" if args.out else ""))
         return 0
     lo, hi = res["accuracy_ci95"]

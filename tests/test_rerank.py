@@ -510,3 +510,22 @@ def test_assess_refuses_a_figure_without_grounding(trained, tmp_path, capsys):
                  str(tmp_path / "g.png")]) == 2
     assert "--grounding-figure needs --grounding" in capsys.readouterr().err
     assert not (tmp_path / "e.npz").exists()  # refused before any work
+
+
+def test_grounding_on_data_without_boxes_is_a_note_not_a_failure(trained, tmp_path):
+    """Real Recipe1M has no synth_truth.json: the assess stage records why there is no score
+    (the tables skip it) instead of failing the run's stage; an explicit --truth still must exist."""
+    from malm.eval.embed import load_trained
+    from malm.eval.grounding import run_grounding
+    from malm.report.collect import collect_grounding
+
+    _, runs = trained
+    model, cfg, cache_dir, info = load_trained(runs["malm"], "cpu", "best")
+    real = C.merge(cfg, {"data": {"root": str(tmp_path / "recipe1m")}})  # no synth_truth.json there
+    out = tmp_path / "grounding" / "malm" / "seed0" / "grounding.json"
+    res = run_grounding(runs["malm"], None, out, tmp_path / "g.png", trained=(model, real, cache_dir, info))
+    assert res["has_truth"] is False and res["has_matching"] is True and "no score" in res["reason"]
+    assert json.loads(out.read_text()) == res and not (tmp_path / "g.png").exists()
+    assert collect_grounding(tmp_path / "grounding").empty
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run_grounding(runs["malm"], tmp_path / "missing.json", None, trained=(model, real, cache_dir, info))

@@ -248,6 +248,8 @@ def run_grounding(run_dir: str | os.PathLike, truth_path: str | os.PathLike | No
     ``truth_path`` defaults to ``<data.root>/synth_truth.json`` of the run's config. A variant
     without a matching module gives ``{"has_matching": false, "reason": ...}`` (also written to
     ``out``) instead of an error, so a stage over every variant does not stop at the baseline.
+    Without ``truth_path`` and with no ``synth_truth.json`` at the run's data root (real Recipe1M),
+    the result is ``{"has_truth": false, "reason": ...}``, also a note rather than an error.
     ``trained``: what ``load_trained(run_dir, device, checkpoint)`` returned, when the caller has
     already loaded it (``malm.eval.assess``); else it is loaded here.
     """
@@ -257,9 +259,20 @@ def run_grounding(run_dir: str | os.PathLike, truth_path: str | os.PathLike | No
     else:
         dev = next(trained[0].parameters()).device
     model, cfg, cache_dir, info = trained
+    default_truth = not truth_path
     truth_path = Path(truth_path) if truth_path else Path(cfg.data.root) / "synth_truth.json"
     head = {"schema": SCHEMA, "run_dir": str(run_dir), "variant": cfg.variant, **info,
             "truth": str(truth_path)}
+    if default_truth and not truth_path.exists():
+        # real Recipe1M (or imported data): no boxes to score against; a note, so that the
+        # pipeline's assess stage does not fail on data that cannot have a grounding score
+        result = {**head, "has_matching": model.matching is not None, "has_truth": False,
+                  "reason": f"{truth_path}: no such file; grounding needs the boxes that `malm data "
+                            "synth` writes (real Recipe1M has none): no score"}
+        log.warning("%s", result["reason"])
+        if out:
+            atomic_write_json(out, result)
+        return result
     try:
         check_matching(model, cfg.variant)
     except NoMatchingModule as exc:

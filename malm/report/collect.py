@@ -123,13 +123,14 @@ def collect_grounding(grounding_dir: str | os.PathLike) -> pd.DataFrame:
     """<grounding_dir>/<variant>/seed<k>/grounding.json (``malm grounding``) -> one row per run:
     variant, display, seed, split, rule, n_pairs, n_targets, accuracy, chance, lift, mass_in_box,
     ci_low/ci_high (95 % bootstrap over the run's test pairs). Variants without a matching module
-    (their JSON says has_matching: false) have no row."""
+    (their JSON says has_matching: false) and runs on data without boxes (has_truth: false) have
+    no row."""
     rows = []
     for path in sorted(Path(grounding_dir).glob(f"*/seed*/{GROUNDING_FILE}")):
         try:
             r = json.loads(path.read_text())
-            if not r.get("has_matching"):
-                continue
+            if not r.get("has_matching") or r.get("has_truth") is False:
+                continue  # a note: no matching module, or no boxes (real Recipe1M)
             lo, hi = r["accuracy_ci95"]
             variant = path.parent.parent.name
             rows.append({"variant": variant, "display": display_name(variant),
