@@ -152,6 +152,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_runs(args: argparse.Namespace) -> int:
+    from malm.launch.pool import train_runs
+
+    train_runs(args.config or ["params.yaml"], variants=args.variants, seeds=args.seeds,
+               runs_dir=args.runs_dir, overrides=args.overrides, workers=args.workers,
+               restart_on_config_change=args.restart_on_config_change, executor=args.executor,
+               progress=not args.quiet)
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from malm.launch.stage import run_stage
 
@@ -377,6 +387,39 @@ def make_parser(data_import: bool = False) -> argparse.ArgumentParser:
     _add_config_args(p)
     _add_executor_args(p)
     p.set_defaults(func=cmd_train)
+
+    # train-runs
+    p = sub.add_parser(
+        "train-runs", formatter_class=fmt,
+        help="Train every variant x seed of the pipeline, pipeline.workers runs side by side (the "
+             "pipeline's train stage).",
+        description="Train every variant x seed (default: `pipeline` of the config files) into "
+                    "RUNS_DIR/<variant>/seed<k>: each run is `malm train --config ... --variant V "
+                    "--seed S --run-dir ...` in a process of its own, pipeline.workers at a time, the "
+                    "most expensive first, each with train.threads // pipeline.workers torch threads. "
+                    "A run resumes, skips or restarts as `malm train` does (a finished run under the "
+                    "same config and inputs is left as it is). Each run's output goes to "
+                    "RUNS_DIR/<variant>/seed<k>.log; RUNS_DIR/train_runs.json records the invocation. "
+                    "A failed run does not stop the others; the command exits non-zero at the end, "
+                    "naming each failed run and the tail of its log.",
+        epilog="Config keys:\n" + config_help())
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="Config overlay file(s) applied in order (repeat the flag). Default: params.yaml.")
+    p.add_argument("--variants", type=_str_list, default=None, metavar="V[,V...]",
+                   help="Comma-separated variants (default: pipeline.variants of the config files).")
+    p.add_argument("--seeds", type=_int_list, default=None, metavar="S[,S...]",
+                   help="Comma-separated seeds (default: pipeline.seeds of the config files).")
+    p.add_argument("--runs-dir", default="runs", help="Folder of the run directories (default: runs).")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Runs side by side (default: pipeline.workers of the config files).")
+    p.add_argument("--restart-on-config-change", action="store_true",
+                   help="A run directory holding a checkpoint of another config starts afresh instead "
+                        "of failing that run (DVC uses this: its cache keeps the previous outputs).")
+    p.add_argument("--quiet", action="store_true", help="No progress bar (one line per finished run).")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Dotted config overrides for every run, after the config files and the variant.")
+    _add_executor_args(p)
+    p.set_defaults(func=cmd_train_runs)
 
     # embed
     p = sub.add_parser("embed", help="Embed a split with a trained run -> EMB.npz (image, recipe, ids).")

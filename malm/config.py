@@ -418,6 +418,10 @@ class PipelineConfig:
                         "(`malm variants` lists them); params.yaml sets the pipeline's.", items="str")
     seeds: list = _f([], "Seeds (train.seed) run for every variant; params.yaml sets the pipeline's.",
                      items="int")
+    workers: int = _f(1, "Training runs side by side (`malm train-runs`, the pipeline's train stage, "
+                      "`malm converge`): separate processes, each with train.threads // workers torch "
+                      "threads (at least 1; train.threads=0: the machine's cores // workers). With "
+                      "slurm.executor=slurm every run is a job of its own and all are submitted at once.")
 
 
 @dataclass

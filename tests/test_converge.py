@@ -202,15 +202,15 @@ def test_converge_help_explains_every_option(capsys):
 
 
 def test_shortened_converge_run_end_to_end(tmp_path, tiny_data, capsys, restore_torch):
-    """`malm converge` on the smoke profile, 2 variants x 1 seed, at most 3 epochs, patience 1:
-    trains, embeds the best checkpoint, evaluates, tabulates and draws the learning curves, all
+    """`malm converge` on the smoke profile, 2 variants x 1 seed, at most 3 epochs, patience 1, the
+    two runs trained side by side (pipeline.workers=2): trains, embeds the best checkpoint, evaluates, tabulates and draws the learning curves, all
     under --out; a second call skips the finished run; a changed config is refused."""
     from malm.cli import main
 
     out = tmp_path / "conv"
     args = ["converge", "--config", str(SMOKE), "--variants", "baseline,malm", "--seeds", "0",
             "--out", str(out), "--quiet", *[f"{k}={v}" for k, v in tiny_data.items()],
-            "train.epochs=3", "train.patience=1", "train.threads=1"]
+            "train.epochs=3", "train.patience=1", "train.threads=1", "pipeline.workers=2"]
     assert main(args) == 0, capsys.readouterr().err[-3000:]
     printed = capsys.readouterr().out
     assert "[1/2] baseline/seed0" in printed and "[2/2] malm/seed0" in printed
@@ -241,6 +241,10 @@ def test_shortened_converge_run_end_to_end(tmp_path, tiny_data, capsys, restore_
     assert rec["steps"] == ["trained", "embedded + evaluated"] and rec["epochs_run"] == n
     assert rec["wall_s"] > 0 and rec["best_epoch"] == metrics["best/epoch"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv"]  # nothing written beside it
+    # pipeline.workers=2: both runs trained side by side in processes of their own (malm train-runs)
+    pool = json.loads((out / "runs" / "train_runs.json").read_text())
+    assert pool["workers"] == 2 and sorted(r["variant"] for r in pool["runs"]) == ["baseline", "malm"]
+    assert (out / "runs" / "malm" / "seed0.log").is_file()
 
     mtime = (run_dir / "checkpoint.pt").stat().st_mtime_ns
     emb_mtime = (out / "embeddings" / "baseline" / "seed0" / "test.npz").stat().st_mtime_ns

@@ -55,10 +55,10 @@ def repo(tmp_path_factory) -> Path:
     smoke["model"]["image"]["pretrained"] = "data/pretrain/image_encoder.pt"  # the stage's output
     for section, values in smoke.items():
         params[section] = {**params.get(section, {}), **values}
-    params["pipeline"] = {"variants": ["baseline", "malm"], "seeds": [0]}
+    params["pipeline"] = {"variants": ["baseline", "malm"], "seeds": [0], "workers": 2}
     params["variant_overrides"] = {"baseline": {}, "malm": {}}
     params["train"]["epochs"] = 1
-    params["train"]["threads"] = 1
+    params["train"]["threads"] = 2  # 1 per run: the train stage runs the two side by side
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], dst)
     sh(["git", "add", "-A"], dst)
@@ -120,10 +120,17 @@ def check_dvc_metrics(repo: Path) -> None:
 
 
 def test_dvc_repro_smoke(repo, tmp_path):
+    import json
+
     trace = tmp_path / "trace"
     trace.mkdir()
     p = sh([DVC, "repro"], repo, trace=trace)
-    assert ran_stages(p.stdout) >= {"prepare", "pretrain", "assess@malm-0", "assess@baseline-0", "train@baseline-0", "train@malm-0", "tables", "report"}
+    assert ran_stages(p.stdout) >= {"prepare", "pretrain", "train", "assess@malm-0", "assess@baseline-0", "tables", "report"}
+    summary = json.loads((repo / "runs/train_runs.json").read_text())
+    assert summary["workers"] == 2 and summary["threads_per_run"] == 1
+    assert [r["returncode"] for r in summary["runs"]] == [0, 0]
+    assert summary["order"] == ["malm/seed0", "baseline/seed0"]  # the more expensive run first
+    assert "malm.cli train" in (repo / "runs/malm/seed0.log").read_text()
     assert (repo / "results/tables/tables.md").read_text().count("± ") > 0
     assert (repo / "results/summary.json").exists()
     assert list((repo / "results/figures").glob("recall_*.png"))
@@ -140,7 +147,7 @@ def test_dvc_repro_smoke(repo, tmp_path):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert lock["pretrain"]["params"]["params.yaml"]["pretrain"]["epochs"] == 2  # provenance
     assert any(o["path"] == "data/pretrain/image_encoder.pt" for o in lock["pretrain"]["outs"])
-    assert any(d["path"] == "data/pretrain/image_encoder.pt" for d in lock["train@malm-0"]["deps"])
+    assert any(d["path"] == "data/pretrain/image_encoder.pt" for d in lock["train"]["deps"])
     check_dvc_metrics(repo)
     # the smoke profile's numbers are expected/smoke.csv's (`malm check-results`; before the
     # parameter edits below change malm's)
@@ -159,8 +166,8 @@ def test_dvc_repro_smoke(repo, tmp_path):
     assert ran_stages(p.stdout) == set(), p.stdout
 
     # editing code marks exactly the stages that read it as changed
-    for edited, must, must_not in [("malm/variants/__init__.py", {"train@malm-0", "train@baseline-0"}, {"prepare"}),
-                                   ("malm/eval/grounding.py", {"assess@malm-0"}, {"train@malm-0", "prepare"}),
+    for edited, must, must_not in [("malm/variants/__init__.py", {"train"}, {"prepare"}),
+                                   ("malm/eval/grounding.py", {"assess@malm-0"}, {"train", "prepare"}),
                                    ("malm/eval/stats.py", {"tables", "report"}, {"prepare", "pretrain"})]:
         original = (repo / edited).read_text()
         (repo / edited).write_text(original + "\n# edited\n")
@@ -171,15 +178,18 @@ def test_dvc_repro_smoke(repo, tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["variant_overrides"]["malm"] = {"loss": {"lambda_dist": 0.5}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    baseline_ckpt = (repo / "runs/baseline/seed0/checkpoint.pt").stat().st_mtime_ns
     p = sh([DVC, "repro"], repo)
     ran = ran_stages(p.stdout)
-    assert {"train@malm-0", "assess@malm-0", "tables"} <= ran, ran
+    # the train stage runs again, but trains malm only: baseline's run is finished under the same
+    # config, left as it is, and its assess stage does not run
+    assert {"train", "assess@malm-0", "tables"} <= ran, ran
     assert not any("baseline" in s for s in ran) and not {"prepare", "pretrain"} & ran, ran
+    assert (repo / "runs/baseline/seed0/checkpoint.pt").stat().st_mtime_ns == baseline_ckpt
+    assert "already finished" in (repo / "runs/baseline/seed0.log").read_text()
 
     # what people share is DVC-cached: push it to a (local-directory) remote, lose the workspace
     # copies and the local cache, pull it back
-    import json
-
     remote = tmp_path / "remote"
     sh([DVC, "remote", "add", "-d", "shared", str(remote)], repo)
     sh([DVC, "push"], repo)

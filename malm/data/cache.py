@@ -66,7 +66,8 @@ CODE_FILES = ("data/__init__.py", "data/cache.py", "data/recipe1m.py", "data/sto
 
 # ---------------------------------------------------------------------------------- the key
 def _abs(p: str | None) -> str | None:
-    return None if p is None else os.path.abspath(os.path.expanduser(p))
+    """The path with symlinks resolved: the same files reached through a link give the same key."""
+    return None if p is None else os.path.realpath(os.path.expanduser(p))
 
 
 def _input_files(cfg: DataConfig) -> list[Path]:

@@ -14,6 +14,10 @@ inline or as Slurm jobs by ``slurm.executor``), then ``malm tables`` (:func:`bui
     <out>/converge.json, converge.md                per run: wall time, epochs run, early stop,
                                                     best epoch; the invocation's total wall time
 
+With ``pipeline.workers`` > 1 (params.yaml: 2) the runs still to train are trained first,
+that many side by side (:func:`malm.launch.pool.train_runs`, as the pipeline's train stage does),
+then embedded and evaluated one after another.
+
 Resumable: a run whose ``metrics.json`` exists and whose stored config equals the one it resolves
 to now is finished and not trained again; an unfinished one resumes from its last checkpoint; one
 trained under another config is refused (naming the keys) rather than overwritten. Embedding and
@@ -235,10 +239,28 @@ def run_converge(config_files: Sequence[str | os.PathLike] = DEFAULT_CONFIGS,
          f"seeds {', '.join(str(s) for s in dict.fromkeys(r.seed for r in runs))}) into {out}/; "
          f"at most {cfg0.train.epochs} epochs, patience {cfg0.train.patience}")
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    trained_now: set[str] = set()
+    todo = [r for r in runs if not r.trained()]
+    if cfg0.pipeline.workers > 1 and len(todo) > 1:
+        # pipeline.workers runs side by side (malm train-runs), then evaluated one after another
+        from malm.launch.pool import train_runs
+
+        for run in todo:
+            changed = run.changed_keys()
+            if changed:
+                raise C.ConfigError(f"{run.run_dir} was trained under another config (differs in "
+                                    f"{', '.join(changed)}); give another --out or move that run aside")
+        keys = [r.key for r in todo]
+        train_runs(config_files, variants=list(dict.fromkeys(r.variant for r in runs)),
+                   seeds=list(dict.fromkeys(r.seed for r in runs)), runs_dir=out / "runs",
+                   overrides=overrides, executor=executor, only=keys, progress=progress, echo=echo)
+        trained_now = set(keys)
     records = []
     for i, run in enumerate(runs, 1):
         echo(f"[{i}/{len(runs)}] {run.key}: starting")
         rec = _run_one(run, executor, progress)
+        if run.key in trained_now:
+            rec["steps"] = ["trained"] + rec["steps"][1:]
         records.append(rec)
         how = (f"stopped early after epoch {rec['epochs_run']}/{rec['max_epochs']}"
                if rec["stopped_early"] else f"{rec['epochs_run']}/{rec['max_epochs']} epochs")
