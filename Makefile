@@ -34,7 +34,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-## Main job: the whole default pipeline (synthetic data, baselines + MALM, 3 seeds, tables, figures).
+## Main job: the whole default pipeline (synthetic data; H-T, T-Food, the baseline, the three
+## component ablations and MALM, 3 seeds each, two runs side by side; tables, figures, the report).
 repro: setup
 	dvc repro
 
@@ -45,7 +46,8 @@ check: setup
 	$(PY) -m malm.cli check-results results --expected expected/default.csv
 
 ## The converge profile (configs/converge.yaml, README "The converge profile"): every variant x seed
-## of params.yaml trained for a fixed 20 epochs (no early stop), embedded and evaluated from its best
+## of params.yaml trained for a fixed 20 epochs (no early stop; pipeline.workers runs side by side),
+## embedded and evaluated from its best
 ## validation checkpoint, tables and figures; all of it under converge/. Set-up as
 ## `make repro`: the venv, then the pipeline's data and CLIP stand-in (`dvc repro` of those two
 ## stages: nothing to do when they are up to date). Re-running resumes and skips finished runs.

@@ -324,7 +324,7 @@ def build_index(run_dir: str | os.PathLike, out: str | os.PathLike, split: str =
     arrays["ingr_utf8"], arrays["ingr_off"] = pack_strings([r.ingr_text for r in recipes])
     arrays.update(zip(_TOKENS, toks))
     if images:
-        S, s = d.cache_image_size, cfg.model.image.img_size
+        s = cfg.model.image.img_size
         if root is None:
             off = np.asarray(split_array(cache, split, "image_offsets"))
             names = [str(x) for x in split_array(cache, split, "image_names")]
