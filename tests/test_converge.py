@@ -340,3 +340,27 @@ def test_report_best_epoch_is_the_trainers_rule():
             if best is None or is_better(r, best):
                 best = r
         assert best_epoch(pd.DataFrame(rows)) == best["epoch"]
+
+
+def test_a_converge_run_made_by_other_code_is_refused_not_reused(tmp_path):
+    """A finished run of the profile counts as done only when its checkpoint's code and inputs are
+    today's: an edited malm file the run imported makes `malm converge` refuse it, naming the file."""
+    from malm import config as C
+    from malm.io import CHECKPOINT, save_checkpoint
+    from malm.launch.converge import plan
+    from malm.train.checkpoint import code_fingerprint, input_fingerprints
+
+    [run] = plan([SMOKE], ["baseline"], [0], tmp_path / "conv")
+    run.run_dir.mkdir(parents=True)
+    C.save(run.cfg, run.run_dir / "config.yaml")
+    (run.run_dir / "metrics.json").write_text("{}")
+    code, inputs = code_fingerprint(), input_fingerprints(run.cfg)
+    save_checkpoint(run.run_dir / CHECKPOINT, {"config": C.to_dict(run.cfg), "inputs": inputs,
+                                               "code": code, "finished": True})
+    assert run.trained() and run.changed_keys() == []
+    edited = next(iter(code))
+    save_checkpoint(run.run_dir / CHECKPOINT, {"config": C.to_dict(run.cfg), "inputs": inputs,
+                                               "code": {**code, edited: "0" * 64}, "finished": True})
+    assert not run.trained()
+    with pytest.raises(C.ConfigError, match=f"other code.*code malm/{edited}"):
+        run.refuse_changed()

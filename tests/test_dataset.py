@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, trainers
+from PIL import Image
 
 import malm.data.cache as cache_mod
 from malm.data.cache import is_cached, load_manifest, prepare
@@ -467,3 +468,21 @@ def test_cache_images_cap_with_worker_pool_finishes_and_matches_inline(tmp_path:
     assert out["pool"].names == out["inline"].names
     np.testing.assert_array_equal(np.load(tmp_path / "pool" / "images.npy"),
                                   np.load(tmp_path / "inline" / "images.npy"))
+
+
+@pytest.mark.parametrize("orientation,stored_as", [(3, Image.Transpose.ROTATE_180),
+                                                   (6, Image.Transpose.ROTATE_90),
+                                                   (8, Image.Transpose.ROTATE_270)])
+def test_the_cache_reads_an_exif_rotated_photo_upright(tmp_path, orientation, stored_as):
+    """A phone photo stored sideways with an EXIF orientation tag is cached as people see it (as
+    `malm search` reads it), not sideways; without the tag the same pixels stay as they are."""
+    rng = np.random.default_rng(orientation)
+    up = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))  # wide: rotation shows
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    up.save(tmp_path / "up.png")
+    up.transpose(stored_as).save(tmp_path / "tagged.png", exif=exif)
+    up.transpose(stored_as).save(tmp_path / "untagged.png")
+    want = load_resized(str(tmp_path / "up.png"), 24)
+    assert np.array_equal(load_resized(str(tmp_path / "tagged.png"), 24), want)
+    assert not np.array_equal(load_resized(str(tmp_path / "untagged.png"), 24), want)

@@ -236,3 +236,30 @@ def test_grid_cells_are_keyed_by_their_resolved_config(tmp_path, monkeypatch, ca
     moved = sorted(p.name for p in Path(cell.run_dir).parent.iterdir())
     assert any(n.startswith("seed0.stale-") for n in moved) and not Path(cell.run_dir).exists()
     assert any(p.name.startswith("seed0.stale-") for p in Path(cell.metrics_dir).parent.iterdir())
+
+
+def test_a_grid_cell_made_by_other_code_or_on_other_inputs_is_changed(tmp_path):
+    """The config alone does not make a cell finished: a checkpoint whose recorded code or inputs
+    differ from today's (an edited malm file the run imported, a rebuilt data cache) is CHANGED,
+    naming the file, as `malm train` would refuse to resume it."""
+    from malm import config as C
+    from malm.io import CHECKPOINT, save_checkpoint
+    from malm.launch import grid as G
+    from malm.train.checkpoint import code_fingerprint, input_fingerprints
+
+    grid_file = tmp_path / "g.yaml"
+    cell = _finished_cell(grid_file, tmp_path, epochs=2)
+    _, [(_, cfg)] = G.load_grid(grid_file)
+    code, inputs = code_fingerprint(), input_fingerprints(cfg)
+
+    def checkpoint(code: dict, inputs: dict) -> str:
+        save_checkpoint(Path(cell.run_dir) / CHECKPOINT, {"config": C.to_dict(cfg), "inputs": inputs,
+                                                          "code": code, "finished": True})
+        return G.cell_states(*G.load_grid(grid_file))["baseline/seed0"]
+
+    assert checkpoint(code, inputs)["state"] == "FINISHED"
+    edited = next(iter(code))
+    state = checkpoint({**code, edited: "0" * 64}, inputs)
+    assert state["state"] == "CHANGED" and state["changed"] == [f"code malm/{edited}"]
+    state = checkpoint(code, {**inputs, "data.cache_dir": "another cache"})
+    assert state["state"] == "CHANGED" and state["changed"] == ["input data.cache_dir"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from malm.data.recipe1m import Recipe
@@ -28,13 +28,18 @@ from malm.data.recipe1m import Recipe
 _INLINE_IMAGES = 64   # fewer images than this: decode in-process (no pool start-up)
 _HEADER_BYTES = 128   # reserved .npy header, so images.npy can be appended before M is known
 STORE_FILES = {"raw": ("images.npy",), "jpeg": ("images.jpg", "images_jpeg_offsets.npy")}
+_ORIENTATION = 0x0112  # EXIF orientation tag
 
 
 def load_resized(path: str, size: int) -> np.ndarray:
-    """Decode ``path`` fully, resize the shorter side to ``size`` (bilinear, antialiased, as
-    torchvision's Resize on PIL) and centre-crop: ``[size, size, 3]`` uint8. Raises on a bad file."""
+    """Decode ``path`` fully, turn it upright by its EXIF orientation tag (phones store photos
+    sideways plus the tag; viewers, and :func:`malm.search.photo.load_photo`, show them upright),
+    resize the shorter side to ``size`` (bilinear, antialiased, as torchvision's Resize on PIL) and
+    centre-crop: ``[size, size, 3]`` uint8. Raises on a bad file."""
     with Image.open(path) as im:
         im.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale >= size (fast)
+        if im.getexif().get(_ORIENTATION, 1) not in (None, 1):
+            im = ImageOps.exif_transpose(im)  # decodes, then a lossless flip / rotation
         im = im.convert("RGB")         # forces the full decode: truncated files raise here
     w, h = im.size
     if min(w, h) < 1:

@@ -19,8 +19,9 @@ that many side by side (:func:`malm.launch.pool.train_runs`, as the pipeline's t
 then embedded and evaluated one after another.
 
 Resumable: a run whose ``metrics.json`` exists and whose stored config equals the one it resolves
-to now is finished and not trained again; an unfinished one resumes from its last checkpoint; one
-trained under another config is refused (naming the keys) rather than overwritten. Embedding and
+to now (and whose checkpoint's inputs and code are today's) is finished and not trained again; an
+unfinished one resumes from its last checkpoint; one trained under another config, on other inputs
+or by other code is refused (naming what differs) rather than overwritten. Embedding and
 evaluation are redone only when a run's metrics are missing or older than its best checkpoint.
 """
 
@@ -78,13 +79,25 @@ class Run:
 
     def changed_keys(self) -> list[str] | None:
         """Keys where the run's stored config differs from the one it resolves to now (runtime keys
-        aside); None when it never started."""
+        aside); with the same config, the inputs and code that changed since its last checkpoint
+        (``input <name>``, ``code malm/<file>``); None when it never started."""
         from malm.launch.grid import config_diff
+        from malm.train.checkpoint import run_changes
 
         stored = self.run_dir / "config.yaml"
         if not stored.exists():
             return None
-        return config_diff(C.identity(C.load(stored)), C.identity(self.cfg))
+        return (config_diff(C.identity(C.load(stored)), C.identity(self.cfg))
+                or run_changes(self.cfg, self.run_dir))
+
+    def refuse_changed(self) -> None:
+        """A ConfigError naming what differs when the run was made under another config, on other
+        inputs or by other code: the profile never overwrites a run."""
+        changed = self.changed_keys()
+        if changed:
+            raise C.ConfigError(f"{self.run_dir} was trained under another config, other inputs or "
+                                f"other code (differs in {', '.join(changed)}); give another --out "
+                                "or move that run aside")
 
     def trained(self) -> bool:
         """Finished training (metrics.json is written once, when the last epoch or the early stop
@@ -156,10 +169,7 @@ def _run_one(run: Run, executor: str | None, progress: bool) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     steps = []
-    changed = run.changed_keys()
-    if changed:
-        raise C.ConfigError(f"{run.run_dir} was trained under another config (differs in "
-                            f"{', '.join(changed)}); give another --out or move that run aside")
+    run.refuse_changed()
     if run.trained():
         steps.append("trained before")
     else:
@@ -246,10 +256,7 @@ def run_converge(config_files: Sequence[str | os.PathLike] = DEFAULT_CONFIGS,
         from malm.launch.pool import train_runs
 
         for run in todo:
-            changed = run.changed_keys()
-            if changed:
-                raise C.ConfigError(f"{run.run_dir} was trained under another config (differs in "
-                                    f"{', '.join(changed)}); give another --out or move that run aside")
+            run.refuse_changed()
         keys = [r.key for r in todo]
         train_runs(config_files, variants=list(dict.fromkeys(r.variant for r in runs)),
                    seeds=list(dict.fromkeys(r.seed for r in runs)), runs_dir=out / "runs",

@@ -15,8 +15,10 @@ as the DVC pipeline, so ``malm grid collect`` builds the same tables.
 
 Cells are keyed by their resolved config: a cell is FINISHED when its metrics exist *and* the config
 its run was trained with (``<run_dir>/config.yaml``, runtime keys aside) equals the one it would run
-now. A cell whose run was made under another config (the grid's overrides, a base config file or a
-variant changed) is CHANGED: ``grid submit`` refuses it, naming the keys that differ, unless
+now, *and* its checkpoint's inputs and code are today's (the check a resumed run makes: the data
+cache's key, the pretrained weights, every ``malm`` file the run imported). A cell whose run was
+made under another config (the grid's overrides, a base config file or a variant changed), on other
+inputs or by other code is CHANGED: ``grid submit`` refuses it, naming the keys that differ, unless
 ``--rerun-changed`` moves its old run and metrics aside (``<dir>.stale-<UTC time>``, nothing is
 deleted) and trains it again. Re-submitting skips finished cells and cells whose job is still
 queued or running.
@@ -61,11 +63,16 @@ class Cell:
 
     def changed_keys(self, cfg: C.Config) -> list[str] | None:
         """Dotted keys where the config the run was trained with differs from ``cfg`` (runtime keys
-        aside); None when the run has no stored config yet (never started)."""
+        aside); with the same config, the inputs and code that changed since its last checkpoint
+        (``input <name>``, ``code malm/<file>``: :func:`malm.train.checkpoint.run_changes`); None
+        when the run has no stored config yet (never started)."""
         stored = Path(self.run_dir) / "config.yaml"
         if not stored.exists():
             return None
-        return config_diff(C.identity(C.load(stored)), C.identity(cfg))
+        from malm.train.checkpoint import run_changes
+
+        return (config_diff(C.identity(C.load(stored)), C.identity(cfg))
+                or run_changes(cfg, self.run_dir))
 
     def finished(self, cfg: C.Config) -> bool:
         return self.has_metrics(cfg.eval) and self.changed_keys(cfg) == []

@@ -14,6 +14,7 @@ validation (:func:`is_better`, T-Food's saving criteria) beside ``checkpoint.pt`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,27 @@ def code_fingerprint() -> dict[str, str]:
 def changed_code(recorded: dict[str, str]) -> list[str]:
     """The files of a recorded ``code_fingerprint`` that differ (or are gone) now."""
     return [f for f, h in recorded.items() if not (PACKAGE / f).is_file() or _sha256(PACKAGE / f) != h]
+
+
+def run_changes(cfg: C.Config, run_dir: str | os.PathLike) -> list[str]:
+    """Besides the config, what makes the checkpointed run in ``run_dir`` another run than the one
+    ``cfg`` would make now (the check :func:`resume_state` makes): ``input <name>`` for each input of
+    :func:`input_fingerprints` whose file changed, ``code malm/<file>`` for each changed source file
+    the run imported. [] when nothing changed or there is no checkpoint. The checkpoint is
+    memory-mapped: its tensors are not read."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: the plain loader names the file
+        state = load_checkpoint(path)
+    inputs = input_fingerprints(cfg)
+    recorded = state.get("inputs", {})
+    return ([f"input {k}" for k in inputs if recorded.get(k) != inputs[k]]
+            + [f"code malm/{f}" for f in changed_code(state.get("code", {}))])
 
 
 def resume_state(cfg: C.Config, run_dir: Path, inputs: dict[str, str], *,
