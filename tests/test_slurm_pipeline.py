@@ -38,6 +38,28 @@ def test_train_stage_as_slurm_job(tmp_path, tiny_data):
     assert list((tmp_path / "logs").glob("*/*_log.out")), "no submitit log written"
 
 
+def test_train_runs_submits_every_run_as_a_slurm_job_at_once(tmp_path, tiny_data):
+    """`malm train-runs` with slurm.executor=slurm (the pipeline's train stage on a cluster): every
+    run is a job of its own, all submitted at once (pipeline.workers does not hold them back), each
+    process only waits on its job; both runs finish with their metrics."""
+    p = malm("train-runs", "--config", str(SMOKE), "--variants", "baseline", "--seeds", "0,1",
+             "--runs-dir", str(tmp_path / "runs"), "--executor", "slurm", "--workers", "1", "--quiet",
+             *overrides(tiny_data, **{"train.epochs": 1, "train.threads": 1,
+                                      "slurm.cpus_per_task": 1, "slurm.mem_gb": 2,
+                                      "slurm.log_dir": str(tmp_path / "logs")}))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "train_runs.json").read_text())
+    assert summary["workers"] == 2 and summary["threads_per_run"] is None
+    jobs = set()
+    for seed in (0, 1):
+        metrics = json.loads((tmp_path / "runs" / "baseline" / f"seed{seed}" / "metrics.json").read_text())
+        assert metrics["seed"] == seed and "val/img2rec_R@1" in metrics
+        log = (tmp_path / "runs" / "baseline" / f"seed{seed}.log").read_text()
+        assert "slurm job" in log, log[-2000:]
+        jobs.add(log.split("slurm job", 1)[1].split()[0])
+    assert len(jobs) == 2, jobs
+
+
 def test_grid_array_status_resubmit_collect(tmp_path, tiny_data):
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
